@@ -1,0 +1,185 @@
+"""Response models of the HTTP API (the Pingu draft's shapes), all timestamps UTC with `Z`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from pingr.models import AlertRow, ResultRow, Target
+from pingr.timeutil import from_ms, rfc3339
+
+#: Aware UTC datetime rendered as RFC 3339 with `Z`.
+UtcTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
+
+
+def ts(ms: int | None) -> datetime | None:
+    return from_ms(ms) if ms is not None else None
+
+
+class ErrorOut(BaseModel):
+    """Every error: one clear message."""
+
+    detail: str
+
+
+class TargetOut(BaseModel):
+    id: str
+    name: str
+    type: str
+    host: str | None = None
+    url: str | None = None
+    port: int | None = None
+    interval_seconds: int
+    timeout_ms: int
+    enabled: bool
+    failure_threshold: int
+    recovery_threshold: int
+    tags: list[str]
+    depends_on: str | None = None
+    method: str | None = None
+    headers: dict[str, str] | None = None
+    expect_status: list[int] | None = None
+    body_contains: str | None = None
+    verify_tls: bool | None = None
+    status: str = Field(description="up, down, unreachable, pending or paused")
+    consecutive_failures: int
+    source: str = Field(description="config (from pingr.yaml) or api")
+    created_at: UtcTime
+    updated_at: UtcTime
+
+    @classmethod
+    def of(cls, target: Target, status: str, failures: int) -> TargetOut:
+        data = target.spec.model_dump()
+        return cls(
+            id=target.id,
+            status=status,
+            consecutive_failures=failures,
+            source=target.source,
+            created_at=from_ms(target.created_at),
+            updated_at=from_ms(target.updated_at),
+            **data,
+        )
+
+
+class ResultOut(BaseModel):
+    target_id: str
+    ts: UtcTime
+    success: bool
+    latency_ms: int | None = None
+    status_code: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, row: ResultRow, target_id: str) -> ResultOut:
+        return cls(
+            target_id=target_id,
+            ts=from_ms(row.ts),
+            success=row.success,
+            latency_ms=row.latency_ms,
+            status_code=row.status_code,
+            error=row.error,
+        )
+
+
+class LatestOut(ResultOut):
+    target_name: str
+    status: str
+
+
+class SummaryOut(BaseModel):
+    target_id: str
+    name: str
+    window: str
+    uptime_percent: float | None = Field(description="null when there were no probes in the window")
+    avg_latency_ms: float | None
+    total_probes: int
+
+
+class HealthOut(BaseModel):
+    ok: bool
+    db: str = Field(description="ok, or the last write error")
+    enabled_targets: int
+    last_result_ts: UtcTime | None
+    seconds_since_last_result: float | None
+    stale: bool
+    version: str
+    uptime_seconds: float
+
+
+class AlertOut(BaseModel):
+    id: int
+    target_id: str
+    target_name: str
+    state: str = Field(description="open or resolved")
+    opened_at: UtcTime
+    resolved_at: UtcTime | None
+    acknowledged_at: UtcTime | None
+    acknowledged_by: str | None
+    peak_failures: int
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, row: AlertRow | dict) -> AlertOut:
+        d = row if isinstance(row, dict) else row.model_dump()
+        return cls(
+            id=d["id"],
+            target_id=d["target_id"],
+            target_name=d["target_name"],
+            state="resolved" if d["resolved_at"] else "open",
+            opened_at=from_ms(d["opened_at"]),
+            resolved_at=ts(d["resolved_at"]),
+            acknowledged_at=ts(d["acknowledged_at"]),
+            acknowledged_by=d["acknowledged_by"],
+            peak_failures=d["peak_failures"],
+            last_error=d.get("last_error"),
+        )
+
+
+class AckOut(BaseModel):
+    acknowledged: list[AlertOut]
+    count: int
+
+
+class FailingTargetOut(BaseModel):
+    name: str
+    status: str
+    failures: int
+    threshold: int
+
+
+class AlertStatusOut(BaseModel):
+    """The polling contract. `timestamp` is when this state began (it changes only with it)."""
+
+    alert: bool
+    failing_targets: list[FailingTargetOut]
+    failing_count: int
+    timestamp: str
+    stale: bool
+    acknowledged: list[str] | None = None
+    unreachable: list[str] | None = None
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    scope: str
+    prefix: str
+    created_at: UtcTime
+    last_used_at: UtcTime | None
+    usage_count: int
+    enabled: bool
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself. Shown only in this response; store it now.")
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    scope: str = Field("read", pattern="^(read|operate|admin)$")

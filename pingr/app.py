@@ -1,0 +1,315 @@
+"""Composition root: builds and owns every part, runs them, and stops them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from sqlmodel import select
+
+from pingr import __version__
+from pingr.api.auth import Authenticator, KeyRing, create_key
+from pingr.api.schemas import HealthOut
+from pingr.config import Config, TargetBase, check_dependencies, database_path, state_directory
+from pingr.models import ApiKeyRow, Target, parse_target_spec
+from pingr.monitor import Monitor
+from pingr.probes import ProbeContext
+from pingr.probes.icmp import detect_mode
+from pingr.scheduler import Scheduler
+from pingr.store import Store
+from pingr.timeutil import from_ms, now_ms
+
+log = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """A problem the API reports as an HTTP status with a message."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _Server(uvicorn.Server):
+    """uvicorn inside our event loop; signals are ours, so shutdown runs our safe-state code."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class App:
+    """Everything pingr runs, built from one Config."""
+
+    def __init__(self, config: Config, *, env: dict[str, str] | None = None,
+                 clock_ms: Callable[[], int] = now_ms, console: Any = None) -> None:
+        self.config = config
+        self.env = dict(os.environ if env is None else env)
+        self.clock_ms = clock_ms
+        self.console = console if console is not None else sys.stderr
+        self.db_path = database_path(config, self.env)
+        st = config.storage
+        self.store = Store(self.db_path, flush_interval=st.flush_interval, batch_size=st.batch_size,
+                           retention_seconds=st.retention, clock_ms=clock_ms)
+        self.monitor = Monitor(self.store, stale_factor=config.alerts.stale_factor, clock_ms=clock_ms)
+        self.ctx = ProbeContext(clock_ms=clock_ms)
+        self.scheduler = Scheduler(self.monitor.process, self.ctx,
+                                   max_concurrency=config.scheduler.max_concurrency,
+                                   stagger_seconds=config.scheduler.stagger, clock_ms=clock_ms)
+        self.keys = KeyRing(self.store)
+        self.auth = Authenticator(self.keys, self.store,
+                                  per_minute=config.auth.rate_limit_per_minute,
+                                  failures_per_minute=config.auth.auth_failures_per_minute,
+                                  trusted_proxies=config.auth.trusted_proxies)
+        self.targets: dict[str, Target] = {}
+        from pingr.components import COMPONENTS
+
+        self.components = [c for factory in COMPONENTS if (c := factory(self)) is not None]
+        #: Routers of the optional parts, mounted next to the core ones.
+        self.extra_routers: list[Any] = [r for c in self.components for r in c.routers]
+        self.started_at = time.monotonic()
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.server: _Server | None = None
+        self._stop = asyncio.Event()
+        self.key_file: Path | None = None
+        self.bootstrap_key: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the store, reconcile config targets, restore state, start probing."""
+        self.store.open()
+        targets = self.store.reconcile(self.config.effective_targets(), self.clock_ms())
+        self.targets = {t.id: t for t in targets}
+        if any(t.enabled and t.spec.type == "icmp" for t in targets):
+            self.ctx.icmp_privileged = detect_mode()  # raises IcmpUnavailable with the fix
+        self.monitor.load(targets)
+        self._bootstrap_keys()
+        self.keys.reload()
+        for component in self.components:
+            await component.start()
+        for target in targets:
+            self.scheduler.set(target)
+        loop = asyncio.get_running_loop()
+        self.tasks += [
+            loop.create_task(self.store.run_writer(), name="store-writer"),
+            loop.create_task(self.store.run_cleanup(self.config.storage.cleanup_interval),
+                             name="retention"),
+            loop.create_task(self._watch(), name="watch"),
+        ]
+        log.info("pingr %s monitoring %d targets; database %s", __version__,
+                 sum(t.enabled for t in targets), self.db_path)
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stopping %s failed", component.name)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        await self.ctx.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        log.info("pingr stopped")
+
+    async def _watch(self) -> None:
+        """Once a second: staleness (a frozen monitor must never look OK)."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.monitor.check_stale()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT: start, listen, then stop everything cleanly."""
+        from pingr.api import create_api
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            uconfig = uvicorn.Config(
+                create_api(self), host=self.config.host, port=self.config.port,
+                access_log=False, log_level="warning", lifespan="off", server_header=False,
+            )
+            self.server = _Server(uconfig)
+            server_task = loop.create_task(self.server.serve(), name="http")
+            stop_task = loop.create_task(self._stop.wait())
+            done, _ = await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if server_task in done and not self.server.started:
+                server_task.result()
+                raise SystemExit(f"cannot listen on {self.config.host}:{self.config.port}")
+            self.server.should_exit = True
+            await server_task
+            stop_task.cancel()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ keys
+
+    def _bootstrap_keys(self) -> None:
+        """A known admin key from config/env, or on first start a new one printed once."""
+        configured = self.config.auth.api_key
+        with self.store.session() as s:
+            has_keys = s.exec(select(ApiKeyRow).limit(1)).first() is not None
+            if configured:
+                from pingr.api.auth import hash_key
+
+                row = s.exec(select(ApiKeyRow).where(ApiKeyRow.name == "bootstrap")).first()
+                if row is None:
+                    create_key(s, "bootstrap", "admin", configured)
+                elif row.key_hash != hash_key(configured):
+                    row.key_hash, row.prefix, row.enabled = hash_key(configured), configured[:10], True
+                    s.add(row)
+                s.commit()
+                return
+            if has_keys:
+                return
+            _, plaintext = create_key(s, "admin", "admin")
+            s.commit()
+        self.bootstrap_key = plaintext
+        key_file = Path(self.config.auth.key_file) if self.config.auth.key_file else (
+            state_directory(self.env) if not self.config.storage.path else self.db_path.parent
+        ) / "admin.key"
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(plaintext + "\n")
+        os.chmod(key_file, 0o600)
+        self.key_file = key_file
+        # The key goes to an interactive console only; under systemd stderr is the journal,
+        # and secrets are never logged, so there only the file's path is shown.
+        if getattr(self.console, "isatty", lambda: False)():
+            print(f"\npingr: created the first admin API key (shown once):\n\n    {plaintext}\n",
+                  file=self.console)
+        log.warning("created the first admin API key; it is in %s (readable only by this user)",
+                    key_file)
+
+    async def keys_admin(self, action: str, **kw: Any) -> Any:
+        """Key management on the writer thread; refreshes the in-memory key ring."""
+
+        def work(s: Any) -> Any:
+            if action == "list":
+                return list(s.exec(select(ApiKeyRow).order_by(ApiKeyRow.id)).all())
+            if action == "create":
+                row, plaintext = create_key(s, kw["name"], kw["scope"])
+                s.flush()
+                s.refresh(row)
+                return row.model_copy(), plaintext
+            row = s.get(ApiKeyRow, kw["key_id"])
+            if row is None:
+                return None
+            if action == "delete":
+                s.delete(row)
+                return row.model_copy()
+            row.enabled = action == "enable"
+            s.add(row)
+            s.flush()
+            return row.model_copy()
+
+        self.store.flush()  # usage counts first, so the listing is current
+        out = await self.store.write(work)
+        if action != "list":
+            self.keys.reload()
+        return out
+
+    # ------------------------------------------------------------------ targets
+
+    def target_ids_by_pk(self) -> dict[int, str]:
+        return {t.pk: t.id for t in self.targets.values()}
+
+    def _check_graph(self, spec: TargetBase, replacing: str | None = None) -> None:
+        graph = {t.name: t.spec.depends_on for t in self.targets.values() if t.id != replacing}
+        if spec.name in graph:
+            raise AppError(409, f"a target named {spec.name!r} already exists")
+        graph[spec.name] = spec.depends_on
+        try:
+            check_dependencies(graph)
+        except ValueError as exc:
+            raise AppError(400, str(exc)) from None
+
+    async def create_target(self, spec: TargetBase) -> Target:
+        self._check_graph(spec)
+        ts = self.clock_ms()
+        target = await self.store.write(lambda s: self.store.insert_target(s, spec, "api", ts))
+        self._apply(target)
+        log.info("target %r added", target.name)
+        return target
+
+    async def update_target(self, target: Target, changes: dict[str, Any]) -> Target:
+        data = {**target.spec.model_dump(), **changes}
+        if changes.get("type") and changes["type"] != target.spec.type:
+            # Fields of the old type would be unknown to the new one.
+            data = {k: v for k, v in data.items() if k in changes or k in TargetBase.model_fields}
+        try:
+            spec = parse_target_spec(data)
+        except ValidationError as exc:
+            raise AppError(400, "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}"
+                for e in exc.errors())) from None
+        self._check_graph(spec, replacing=target.id)
+        ts = self.clock_ms()
+        new = await self.store.write(lambda s: self.store.update_target(s, target.pk, spec, ts))
+        self._apply(new)
+        return new
+
+    async def delete_target(self, target: Target) -> None:
+        dependants = [t.name for t in self.targets.values() if t.spec.depends_on == target.name]
+        if dependants:
+            raise AppError(409, f"targets depend on {target.name!r}: {', '.join(dependants)}")
+        await self.store.write(lambda s: self.store.delete_target(s, target.pk))
+        self.targets.pop(target.id, None)
+        self.scheduler.remove(target.id)
+        self.monitor.remove(target.id)
+        log.info("target %r deleted", target.name)
+
+    def _apply(self, target: Target) -> None:
+        self.targets[target.id] = target
+        if target.enabled and target.spec.type == "icmp" and self.ctx.icmp_privileged is None:
+            try:
+                self.ctx.icmp_privileged = detect_mode()
+            except RuntimeError as exc:
+                log.error("%s", exc)
+        self.monitor.set_target(target)
+        self.scheduler.set(target)
+
+    # ------------------------------------------------------------------ alerts
+
+    def acknowledge(self, alert_id: int | None, by: str) -> list[dict[str, Any]]:
+        """The one acknowledge path: API, button and MQTT all come here."""
+        return self.monitor.acknowledge(alert_id, by)
+
+    # ------------------------------------------------------------------ health
+
+    def health(self) -> HealthOut:
+        last = self.monitor.last_result_ms
+        now = self.clock_ms()
+        db = "ok" if self.store.last_error is None else f"error: {self.store.last_error}"
+        stale = self.monitor.stale
+        return HealthOut(
+            ok=db == "ok" and not stale,
+            db=db,
+            enabled_targets=sum(t.enabled for t in self.targets.values()),
+            last_result_ts=from_ms(last) if last is not None else None,
+            seconds_since_last_result=round((now - last) / 1000, 3) if last is not None else None,
+            stale=stale,
+            version=__version__,
+            uptime_seconds=round(time.monotonic() - self.started_at, 1),
+        )

@@ -1,0 +1,30 @@
+"""TCP connect probe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pingr.models import Result, Target
+from pingr.probes.context import ProbeContext
+
+
+async def run(target: Target, ctx: ProbeContext) -> Result:
+    """Success is a completed TCP handshake within the timeout."""
+    spec = target.spec
+    ts = ctx.clock_ms()
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(spec.timeout_ms / 1000):
+            _, writer = await asyncio.open_connection(spec.host, spec.port)
+    except TimeoutError:
+        return Result(target.id, ts, False, error=f"connect timed out after {spec.timeout_ms} ms")
+    except OSError as exc:
+        return Result(target.id, ts, False, error=f"connect failed: {exc.strerror or exc}")
+    latency = round((time.perf_counter() - start) * 1000)
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return Result(target.id, ts, True, latency_ms=latency)

@@ -82,6 +82,9 @@ class App:
         self.tasks: list[asyncio.Task[Any]] = []
         self.server: _Server | None = None
         self._stop = asyncio.Event()
+        self.listening = asyncio.Event()
+        #: The port actually bound (differs from config.port when that is 0, as in tests).
+        self.port: int = config.port
         self.key_file: Path | None = None
         self.bootstrap_key: str | None = None
 
@@ -149,15 +152,27 @@ class App:
             self.server = _Server(uconfig)
             server_task = loop.create_task(self.server.serve(), name="http")
             stop_task = loop.create_task(self._stop.wait())
+            started = loop.create_task(self._await_listening(), name="listening")
             done, _ = await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
             if server_task in done and not self.server.started:
                 server_task.result()
-                raise SystemExit(f"cannot listen on {self.config.host}:{self.config.port}")
+                raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
             self.server.should_exit = True
             await server_task
             stop_task.cancel()
         finally:
             await self.stop()
+
+    async def _await_listening(self) -> None:
+        assert self.server is not None
+        while not self.server.started:
+            await asyncio.sleep(0.01)
+        sockets = [s for srv in self.server.servers for s in srv.sockets]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self.listening.set()
+        log.info("API listening on http://%s:%d/api/v1/", self.config.host, self.port)
 
     def request_stop(self) -> None:
         self._stop.set()

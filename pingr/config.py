@@ -26,7 +26,7 @@ class TargetBase(Strict):
 
     name: str = Field(min_length=1, max_length=100)
     interval_seconds: int = Field(30, ge=1, le=86400)
-    timeout_ms: int = Field(2000, ge=50, le=120_000)
+    timeout_ms: int = Field(None, ge=50, le=120_000, description="default: 2000 or the interval")
     enabled: bool = True
     failure_threshold: int = Field(3, ge=1, le=1000)
     recovery_threshold: int = Field(1, ge=1, le=1000)
@@ -58,6 +58,8 @@ class TargetBase(Strict):
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> TargetBase:
+        if self.timeout_ms is None:
+            self.timeout_ms = min(2000, self.interval_seconds * 1000)
         if self.timeout_ms > self.interval_seconds * 1000:
             raise ValueError(
                 f"timeout_ms ({self.timeout_ms}) must not exceed the interval "
@@ -188,7 +190,7 @@ class Config(Strict):
     """The whole of pingr.yaml."""
 
     host: str = DEFAULT_HOST
-    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="0 picks a free port")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

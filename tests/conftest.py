@@ -1,0 +1,132 @@
+"""Shared fixtures: a real pingr App on a loopback port, and controllable loopback HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from pingr.app import App
+from pingr.config import parse_config
+
+ADMIN_KEY = "pingr_test_admin_key_0123456789abcdef"
+
+
+class Behaviour:
+    """What a TargetServer answers; tests change it while the server runs."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body = b"OK pingr-test"
+        self.delay = 0.0
+        self.hits: list[float] = []
+
+
+class TargetServer:
+    """A real HTTP server on 127.0.0.1 (port 0) in a thread, for probes to hit."""
+
+    def __init__(self) -> None:
+        behaviour = self.behaviour = Behaviour()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                behaviour.hits.append(time.time())
+                if behaviour.delay:
+                    time.sleep(behaviour.delay)
+                body = behaviour.body
+                self.send_response(behaviour.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET  # noqa: N815
+            do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def target_server() -> Iterator[TargetServer]:
+    server = TargetServer()
+    yield server
+    server.close()
+
+
+def make_config(tmp_path: Path, extra: dict[str, Any] | None = None, **overrides: Any) -> Any:
+    """A Config for tests: port 0, a DB in tmp_path, a known admin key, fast flushes."""
+    data: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "auth": {"api_key": ADMIN_KEY},
+        "storage": {"path": str(tmp_path / "pingr.db"), "flush_interval": "100ms"},
+        "scheduler": {"stagger": 0},
+    }
+    data.update(extra or {})
+    data.update(overrides)
+    return parse_config(yaml.safe_dump(data), "test.yaml")
+
+
+class Running:
+    """A started App and an httpx client authenticated as admin."""
+
+    def __init__(self, app: App, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+        self.base = f"http://127.0.0.1:{app.port}"
+
+    async def wait_for(self, predicate: Any, timeout: float = 15.0, step: float = 0.05) -> Any:
+        """Poll `predicate()` (sync or async) until it is truthy; fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s")
+            await asyncio.sleep(step)
+
+
+@contextlib.asynccontextmanager
+async def running_app(config: Any, **kwargs: Any) -> AsyncIterator[Running]:
+    """Serve a real App on 127.0.0.1 in this event loop; stop it cleanly afterwards."""
+    app = App(config, env={}, **kwargs)
+    task = asyncio.create_task(app.serve())
+    waiter = asyncio.create_task(app.listening.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises the start-up error
+    assert waiter in done, "pingr did not start listening within 20 s"
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}",
+                               headers={"x-api-key": ADMIN_KEY}, timeout=10)
+    try:
+        yield Running(app, client)
+    finally:
+        await client.aclose()
+        app.request_stop()
+        await asyncio.wait_for(task, 20)

@@ -102,6 +102,7 @@ class App:
         self.keys.reload()
         for component in self.components:
             await component.start()
+        self.monitor.resolve_orphans()
         for target in targets:
             self.scheduler.set(target)
         loop = asyncio.get_running_loop()

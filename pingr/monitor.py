@@ -95,6 +95,7 @@ class Monitor:
         self._snapshot: Snapshot | None = None
         self._status_body: tuple[int, bytes, str] | None = None
         self._next_alert_id = 1
+        self._unclaimed: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ setup
 
@@ -130,11 +131,18 @@ class Monitor:
             elif state.failures >= target.spec.failure_threshold:
                 # Was unreachable (behind a parent) or never alerted: count again from here.
                 state.status = UNREACHABLE if self._parent_down(state) else PENDING
-        for orphan in open_alerts.values():  # target deleted while we were stopped
-            self._resolve(orphan.model_dump(), self.clock_ms())
+        # Alerts of targets not loaded yet: components (collectors) register their synthetic
+        # targets after this and adopt them; resolve_orphans() closes what nobody claimed.
+        self._unclaimed = {tid: a.model_dump() for tid, a in open_alerts.items()}
         if newest is not None:
             self.last_result_ms = newest
         self._touch()
+
+    def resolve_orphans(self) -> None:
+        """Resolve open alerts whose target no longer exists (deleted while we were stopped)."""
+        for alert in self._unclaimed.values():
+            self._resolve(alert, self.clock_ms())
+        self._unclaimed.clear()
 
     def _add(self, target: Target) -> TargetState:
         state = TargetState(target, changed_ms=self.clock_ms())
@@ -150,6 +158,9 @@ class Monitor:
         if old is not None:
             self.by_name.pop(old.target.name, None)
         state = self._add(target)
+        adopted = self._unclaimed.pop(target.id, None)
+        if adopted is not None and old is None and target.enabled:
+            state.alert, state.status = adopted, DOWN  # restored: no second alert
         if old is not None and old.alert is not None:
             if target.enabled:
                 state.alert, state.status = old.alert, old.status

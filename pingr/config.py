@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pingr.configbase import Duration, Strict
 from pingr.timeutil import parse_duration
@@ -215,6 +215,18 @@ class Config(Strict):
         return list(self.targets) or default_targets(self.port)
 
 
+def config_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every setting's dotted path (sections recursed), for documentation checks."""
+    out = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        out.append(path)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += config_paths(ann, path + ".")
+    return out
+
+
 def check_dependencies(graph: dict[str, str | None]) -> None:
     """Reject `depends_on` names that do not exist and dependency cycles."""
     for name, parent in graph.items():
@@ -261,8 +273,13 @@ class ConfigError(Exception):
 def _node_at(node: yaml.Node | None, loc: Iterable[Any]) -> yaml.Node | None:
     """Walk a composed YAML node tree along a pydantic error location, as far as it goes."""
     found = node
-    for part in loc:
+    loc = list(loc)
+    for i, part in enumerate(loc):
         if isinstance(found, yaml.MappingNode):
+            if i == len(loc) - 1:  # point at the setting's key, where a reader looks first
+                key = next((k for k, _ in found.value if k.value == part), None)
+                if key is not None:
+                    return key
             nxt = next((v for k, v in found.value if k.value == part), None)
             if nxt is None:
                 key = next((k for k, _ in found.value if k.value == part), None)
@@ -298,20 +315,23 @@ def _loc_path(loc: Iterable[Any]) -> str:
 
 def format_validation_error(exc: ValidationError, source: str, root: yaml.Node | None) -> list[str]:
     """One `file:line:col: path: message` line per pydantic error."""
-    lines = []
+    lines: list[tuple[int, int, str]] = []
     for err in exc.errors():
-        loc = [p for p in err["loc"]]
+        loc = list(err["loc"])
+        if err["type"] == "union_tag_invalid":
+            loc.append("type")
         node = _node_at(root, loc)
-        where = source
+        where, line, col = source, 0, 0
         if node is not None:
-            where = f"{source}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+            where = f"{source}:{line}:{col}"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
         elif err["type"] == "union_tag_invalid":
             msg = f"unknown target type: use one of {', '.join(TARGET_TYPES)}"
-        lines.append(f"{where}: {_loc_path(loc)}: {msg}")
-    return lines
+        lines.append((line, col, f"{where}: {_loc_path(loc)}: {msg}"))
+    return [text for _, _, text in sorted(lines, key=lambda x: (x[0], x[1]))]
 
 
 def parse_config(text: str, source: str = "pingr.yaml") -> Config:

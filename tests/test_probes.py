@@ -1,0 +1,197 @@
+"""Each probe against real loopback servers and addresses (and a private network namespace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import http.server
+
+import pytest
+
+from pingr.models import Target, parse_target_spec
+from pingr.probes import PROBES, ProbeContext
+from pingr.probes.icmp import detect_mode
+
+
+def target(**spec) -> Target:
+    return Target(pk=1, id="t-1", spec=parse_target_spec({"name": "t", **spec}))
+
+
+@pytest.fixture
+async def ctx():
+    c = ProbeContext()
+    yield c
+    await c.aclose()
+
+
+def _icmp_possible() -> bool:
+    try:
+        detect_mode()
+        return True
+    except RuntimeError:
+        return False
+
+
+needs_icmp = pytest.mark.skipif(not _icmp_possible(), reason="no raw or unprivileged ICMP socket: "
+                                "run as root or open net.ipv4.ping_group_range")
+
+
+@needs_icmp
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "127.42.1.7"])
+async def test_icmp_loopback_succeeds(ctx, host):
+    result = await PROBES["icmp"](target(type="icmp", host=host), ctx)
+    assert result.success, result.error
+    assert result.error is None and result.status_code is None
+    assert isinstance(result.latency_ms, int) and 0 <= result.latency_ms < 100
+
+
+@needs_icmp
+async def test_icmp_ipv6_loopback(ctx):
+    if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("IPv6 is not available on this machine")
+    result = await PROBES["icmp"](target(type="icmp", host="::1"), ctx)
+    assert result.success, result.error
+
+
+NETNS_PROBE = textwrap.dedent("""
+    import asyncio, json, subprocess, sys
+    from pingr.models import Target, parse_target_spec
+    from pingr.probes import PROBES, ProbeContext
+    setup = sys.argv[1]
+    if setup:
+        subprocess.run(setup, shell=True, check=True)
+    spec = parse_target_spec({"name": "t", "type": "icmp", "host": sys.argv[2],
+                              "timeout_ms": 500, "interval_seconds": 1})
+    r = asyncio.run(PROBES["icmp"](Target(1, "t", spec), ProbeContext()))
+    print(json.dumps({"success": r.success, "error": r.error, "latency_ms": r.latency_ms}))
+""")
+
+
+def _in_new_netns(setup: str, host: str) -> dict:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to create a private network namespace")
+    out = subprocess.run(["unshare", "--net", sys.executable, "-c", NETNS_PROBE, setup, host],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_icmp_send_failure_is_reported():
+    # A fresh namespace has its loopback down: the kernel refuses to send at all.
+    result = _in_new_netns("", "127.0.0.1")
+    assert result["success"] is False
+    assert result["error"].startswith("send failed"), result
+    assert result["latency_ms"] is None
+
+
+def test_icmp_no_reply_times_out():
+    # A veth pair inside our own namespace whose far end has no address: the echo request goes
+    # nowhere (ARP is never answered) and nothing leaves the machine.
+    setup = ("ip link set lo up && ip link add v0 type veth peer name v1 && "
+             "ip addr add 192.0.2.1/24 dev v0 && ip link set v0 up && ip link set v1 up")
+    result = _in_new_netns(setup, "192.0.2.77")
+    assert result["success"] is False
+    assert "no echo reply within 500 ms" in result["error"]
+
+
+async def test_http_success_and_status(ctx, target_server):
+    r = await PROBES["http"](target(type="http", url=target_server.url), ctx)
+    assert r.success and r.status_code == 200 and r.error is None
+    assert isinstance(r.latency_ms, int)
+    target_server.behaviour.status = 503
+    r = await PROBES["http"](target(type="http", url=target_server.url), ctx)
+    assert not r.success and r.status_code == 503 and r.error == "unexpected status 503"
+    r = await PROBES["http"](target(type="http", url=target_server.url, expect_status=[503]), ctx)
+    assert r.success
+
+
+async def test_http_body_contains(ctx, target_server):
+    t = target(type="http", url=target_server.url, body_contains="pingr-test")
+    assert (await PROBES["http"](t, ctx)).success
+    t = target(type="http", url=target_server.url, body_contains="absent words")
+    r = await PROBES["http"](t, ctx)
+    assert not r.success and "does not contain" in r.error and r.status_code == 200
+
+
+async def test_http_timeout_and_refused(ctx, target_server):
+    target_server.behaviour.delay = 1.0
+    t = target(type="http", url=target_server.url, timeout_ms=300, interval_seconds=1)
+    r = await PROBES["http"](t, ctx)
+    assert not r.success and r.error == "timed out after 300 ms" and r.latency_ms is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connection refused
+        r = await PROBES["http"](target(type="http", url=f"http://127.0.0.1:{port}/"), ctx)
+    assert not r.success and "ConnectError" in r.error
+
+
+async def test_http_method_and_headers(ctx):
+    seen = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            seen["method"], seen["token"] = "POST", self.headers.get("X-Token")
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.handle_request, daemon=True).start()
+    t = target(type="http", url=f"http://127.0.0.1:{srv.server_address[1]}/x", method="POST",
+               headers={"X-Token": "abc"})
+    r = await PROBES["http"](t, ctx)
+    srv.server_close()
+    assert r.success and r.status_code == 204
+    assert seen == {"method": "POST", "token": "abc"}
+
+
+async def test_https_self_signed_needs_verify_off(ctx, tmp_path):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl(1) is needed to make a self-signed certificate")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}/"
+    try:
+        strict = await PROBES["http"](target(type="http", url=url), ctx)
+        assert not strict.success and "CERTIFICATE_VERIFY_FAILED" in strict.error
+        loose = await PROBES["http"](target(type="http", url=url, verify_tls=False), ctx)
+        assert loose.success and loose.status_code == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+async def test_tcp_open_and_closed(ctx, target_server):
+    r = await PROBES["tcp"](target(type="tcp", host="127.0.0.1", port=target_server.port), ctx)
+    assert r.success and isinstance(r.latency_ms, int)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        r = await PROBES["tcp"](target(type="tcp", host="127.0.0.1", port=port), ctx)
+    assert not r.success and r.error.startswith("connect failed")

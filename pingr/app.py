@@ -27,6 +27,7 @@ from pingr.probes import ProbeContext
 from pingr.probes.icmp import detect_mode
 from pingr.scheduler import Scheduler
 from pingr.store import Store
+from pingr.systemd import Heartbeat, Notifier
 from pingr.timeutil import from_ms, now_ms
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class App:
         self.port: int = config.port
         self.key_file: Path | None = None
         self.bootstrap_key: str | None = None
+        #: sd_notify to systemd (READY/STOPPING/WATCHDOG); a no-op outside a Type=notify unit.
+        self.sd = Notifier(self.env)
+        self.heartbeat: Heartbeat | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -106,6 +110,7 @@ class App:
         for target in targets:
             self.scheduler.set(target)
         loop = asyncio.get_running_loop()
+        self.heartbeat = Heartbeat(self, self.sd, loop.time)
         self.tasks += [
             loop.create_task(self.store.run_writer(), name="store-writer"),
             loop.create_task(self.store.run_cleanup(self.config.storage.cleanup_interval),
@@ -116,6 +121,7 @@ class App:
                  sum(t.enabled for t in targets), self.db_path)
 
     async def stop(self) -> None:
+        self.sd.send("STOPPING=1")
         await self.scheduler.stop()
         for component in reversed(self.components):
             try:
@@ -128,13 +134,17 @@ class App:
         self.tasks.clear()
         await self.ctx.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        self.sd.close()
         log.info("pingr stopped")
 
     async def _watch(self) -> None:
-        """Once a second: staleness (a frozen monitor must never look OK)."""
+        """Once a second: staleness (a frozen monitor must never look OK), then the watchdog."""
         while True:
             await asyncio.sleep(1.0)
             self.monitor.check_stale()
+            if self.heartbeat is not None:
+                # Pings only while probes really finish; see pingr.systemd.Heartbeat.
+                self.heartbeat.tick()
 
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT: start, listen, then stop everything cleanly."""
@@ -173,6 +183,8 @@ class App:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.listening.set()
+        self.sd.send(f"READY=1\nSTATUS=monitoring {sum(t.enabled for t in self.targets.values())}"
+                     f" targets; API on port {self.port}")
         log.info("API listening on http://%s:%d/api/v1/", self.config.host, self.port)
 
     def request_stop(self) -> None:

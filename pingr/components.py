@@ -24,3 +24,8 @@ class Component(Protocol):
 #: Factories called with the App once at construction; each returns a Component, or None when
 #: its part is switched off in the config. A new part is one module and one line here.
 COMPONENTS: list[Callable[[App], Component | None]] = []
+
+from pingr.metrics import metrics_component  # noqa: E402  (after COMPONENTS: no cycle)
+from pingr.mqtt import mqtt_component  # noqa: E402
+
+COMPONENTS += [metrics_component, mqtt_component]

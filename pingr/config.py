@@ -13,6 +13,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pingr.configbase import Duration, Strict
+from pingr.metrics import MetricsConfig
+from pingr.mqtt import MqttConfig
 from pingr.timeutil import parse_duration
 
 DEFAULT_PORT = 9009
@@ -197,6 +199,8 @@ class Config(Strict):
     docker: DockerConfig = Field(default_factory=DockerConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     targets: list[TargetConfig] = Field(default_factory=list)
 
     @field_validator("targets")

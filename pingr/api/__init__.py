@@ -54,6 +54,10 @@ def create_api(app: App, fast_path: bool = True) -> Any:
         api.include_router(router, prefix=PREFIX)
     for router in app.extra_routers:
         api.include_router(router, prefix=PREFIX)
+    # Routers a component serves at the root, such as /metrics where scrapers look for it.
+    for component in app.components:
+        for router in getattr(component, "root_routers", ()):
+            api.include_router(router)
 
     @api.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:

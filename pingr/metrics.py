@@ -1,0 +1,182 @@
+"""Prometheus metrics: a collector that reads the monitor's memory at scrape time."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from pingr.configbase import Strict
+
+if TYPE_CHECKING:
+    from pingr.app import App
+    from pingr.models import Result, Target
+
+log = logging.getLogger(__name__)
+
+
+class MetricsConfig(Strict):
+    """The `metrics:` section: GET /metrics in the Prometheus text format."""
+
+    enabled: bool = True
+    public: bool = Field(
+        False, description="serve /metrics without an API key (only on a trusted network)"
+    )
+
+
+class PingrCollector:
+    """Builds every pingr metric family from current state on each scrape.
+
+    Nothing is kept per target between scrapes, so a deleted target's series disappear with it
+    and the label sets stay as bounded as the target list. Only the probe counters live here,
+    keyed by probe type: a closed set (icmp, http, tcp, …).
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.probes: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+    def on_result(self, target: Target, result: Result) -> None:
+        """Count one probe result (a monitor result listener: memory only)."""
+        kind = target.spec.type
+        self.probes[kind] += 1
+        if not result.success:
+            self.errors[kind] += 1
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the metric families (prometheus_client's custom-collector protocol)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        monitor = self.app.monitor
+        up = GaugeMetricFamily("pingr_target_up",
+                               "1 when the target's last probe succeeded, 0 when it failed",
+                               labels=["target", "type"])
+        state = GaugeMetricFamily("pingr_target_state",
+                                  "1 for the target's current state (up, down, unreachable, "
+                                  "pending, paused)", labels=["target", "state"])
+        latency = GaugeMetricFamily("pingr_target_latency_seconds",
+                                    "Latency of the target's last successful probe",
+                                    labels=["target", "type"])
+        failures = GaugeMetricFamily("pingr_target_consecutive_failures",
+                                     "Consecutive failed probes of the target", labels=["target"])
+        threshold = GaugeMetricFamily("pingr_target_failure_threshold",
+                                      "Consecutive failures that make the target down",
+                                      labels=["target"])
+        open_alerts = 0
+        for ts in monitor.states.values():
+            name, kind = ts.target.name, ts.target.spec.type
+            state.add_metric([name, ts.status], 1)
+            failures.add_metric([name], ts.failures)
+            threshold.add_metric([name], ts.target.spec.failure_threshold)
+            if ts.alert is not None:
+                open_alerts += 1
+            if ts.last is None or not ts.target.enabled:
+                continue
+            up.add_metric([name, kind], 1 if ts.last.success else 0)
+            if ts.last.success and ts.last.latency_ms is not None:
+                latency.add_metric([name, kind], ts.last.latency_ms / 1000)
+        yield from (up, state, latency, failures, threshold)
+
+        snap = monitor.snapshot()
+        yield GaugeMetricFamily("pingr_alert", "1 when alert-status reports an alert",
+                                value=1 if snap.alert else 0)
+        yield GaugeMetricFamily("pingr_failing_targets",
+                                "Targets counted in alert-status failing_targets",
+                                value=len(snap.failing))
+        yield GaugeMetricFamily("pingr_open_alerts",
+                                "Open alerts, acknowledged or not", value=open_alerts)
+        yield GaugeMetricFamily("pingr_acknowledged_alerts", "Open alerts that are acknowledged",
+                                value=len(snap.acknowledged))
+        yield GaugeMetricFamily("pingr_monitor_stale",
+                                "1 when no probe results are arriving (the monitor is frozen)",
+                                value=1 if snap.stale else 0)
+
+        probes = CounterMetricFamily("pingr_probes", "Probes run, by probe type", labels=["type"])
+        errors = CounterMetricFamily("pingr_probe_errors", "Failed probes, by probe type",
+                                     labels=["type"])
+        for kind in sorted(self.probes):
+            probes.add_metric([kind], self.probes[kind])
+            errors.add_metric([kind], self.errors[kind])
+        yield probes
+        yield errors
+
+        store = self.app.store
+        yield CounterMetricFamily("pingr_storage_rows_written",
+                                  "Result rows written to SQLite", value=store.rows_written)
+        bytes_written = getattr(store, "bytes_written", None)
+        if isinstance(bytes_written, int | float):
+            yield CounterMetricFamily("pingr_storage_bytes_written",
+                                      "Bytes written to the SQLite database and its journal",
+                                      value=bytes_written)
+        yield CounterMetricFamily("pingr_storage_dropped_results",
+                                  "Results dropped because the database could not take them",
+                                  value=store.dropped_results)
+        yield GaugeMetricFamily("pingr_storage_write_ok",
+                                "0 while database writes are failing",
+                                value=0 if store.last_error else 1)
+        yield GaugeMetricFamily("pingr_storage_database_bytes",
+                                "Size of the SQLite database file and its WAL",
+                                value=_db_bytes(store.path))
+
+
+def _db_bytes(path: Any) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += (path.parent / (path.name + suffix)).stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+class Metrics:
+    """The metrics component: its own registry (never the global one) and the /metrics route."""
+
+    name = "metrics"
+
+    def __init__(self, app: App, config: MetricsConfig) -> None:
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.gc_collector import GCCollector
+        from prometheus_client.platform_collector import PlatformCollector
+        from prometheus_client.process_collector import ProcessCollector
+
+        from pingr.api.metrics import metrics_router
+
+        self.app = app
+        self.config = config
+        # One registry per App: tests (and a reload) build several Apps in one process, and
+        # the global registry refuses a second collector with the same names.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = PingrCollector(app)
+        self.registry.register(self.collector)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.routers: list[Any] = []
+        #: Mounted at the root path: /metrics is where every scraper looks.
+        self.root_routers = [metrics_router(config.public)]
+
+    async def start(self) -> None:
+        self.app.monitor.result_listeners.append(self.collector.on_result)
+
+    async def stop(self) -> None:
+        listeners = self.app.monitor.result_listeners
+        if self.collector.on_result in listeners:
+            listeners.remove(self.collector.on_result)
+
+    def render(self) -> bytes:
+        """The current metrics in the Prometheus text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def metrics_component(app: App) -> Metrics | None:
+    """Factory for pingr.components: on unless `metrics.enabled: false`."""
+    config: MetricsConfig | None = getattr(app.config, "metrics", None)
+    config = config or MetricsConfig()
+    return Metrics(app, config) if config.enabled else None

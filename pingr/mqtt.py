@@ -1,0 +1,550 @@
+"""MQTT: availability, retained state on change, Home Assistant discovery, and commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, field_validator, model_validator
+
+from pingr import __version__
+from pingr.configbase import Duration, Strict
+
+if TYPE_CHECKING:
+    from pingr.app import App
+    from pingr.models import Result, Target
+    from pingr.monitor import Event
+
+log = logging.getLogger(__name__)
+
+#: Home Assistant accepts [a-zA-Z0-9_-] in the node_id and object_id parts of discovery topics.
+_ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOPIC_BAD = re.compile(r"[+#\x00]")
+ONLINE, OFFLINE = "online", "offline"
+
+
+def default_node_id() -> str:
+    """The hostname, made safe for topics and Home Assistant object ids."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "pingr"
+
+
+def _safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", value)
+
+
+class MqttTlsConfig(Strict):
+    """TLS to the broker: CA file, optional client certificate."""
+
+    enabled: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = Field(False, description="skip the broker host name check (self-signed)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("give cert_file and key_file together (client certificate)")
+        return self
+
+
+class MqttConfig(Strict):
+    """The `mqtt:` section (off by default)."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: MqttTlsConfig = Field(default_factory=MqttTlsConfig)
+    client_id: str | None = Field(None, min_length=1, max_length=128)
+    node_id: str = Field(default_factory=default_node_id, max_length=64)
+    base_topic: str | None = None
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    keepalive: Duration = Field(30, ge=5, le=3600)
+    reconnect_min: Duration = Field(1, ge=0.1, le=600)
+    reconnect_max: Duration = Field(60, ge=1, le=3600)
+    latency_refresh: Duration = Field(300, ge=0, le=86400)
+    configuration_url: str | None = None
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if not _ID_OK.match(value):
+            raise ValueError(f"invalid node_id {value!r}: use letters, digits, '_' and '-' only")
+        return value
+
+    @field_validator("base_topic", "discovery_prefix")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().strip("/")
+        if not value or _TOPIC_BAD.search(value):
+            raise ValueError(f"invalid topic {value!r}: must be non-empty without '+', '#'")
+        return value
+
+    @field_validator("configuration_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"invalid configuration_url {value!r}: expected http(s)://host…")
+        return value
+
+    @model_validator(mode="after")
+    def _delays(self) -> MqttConfig:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError("reconnect_min must not exceed reconnect_max")
+        return self
+
+    @property
+    def base(self) -> str:
+        """The topic everything of this appliance lives under."""
+        return self.base_topic or f"pingr/{self.node_id}"
+
+
+class Mqtt:
+    """Publishes pingr's state to an MQTT broker and takes commands from it.
+
+    paho-mqtt runs the socket in its own thread, connects and reconnects with back-off there,
+    and queues our publishes in memory, so a broker that is down, slow or refusing never holds
+    up the event loop (probes, outputs, API). Its callbacks hop onto the event loop with
+    call_soon_threadsafe, the same way the GPIO button does. Every retained message we want on
+    the broker is kept in `self.retained`; a (re)connect publishes all of it, so the broker
+    always catches up with the latest state.
+    """
+
+    name = "mqtt"
+
+    def __init__(self, app: App, config: MqttConfig) -> None:
+        self.app = app
+        self.config = config
+        self.base = config.base
+        self.node = config.node_id
+        self.routers: list[Any] = []
+        #: topic -> payload of every retained message we want on the broker ("" deletes).
+        self.retained: dict[str, str] = {}
+        self.connected = False
+        self.connects = 0
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._alert_key: Any = None
+        self._alert_version = -1
+        self._targets: dict[str, tuple[Any, ...]] = {}
+        self._target_pub_ms: dict[str, int] = {}
+        self._sync_task: asyncio.Task[None] | None = None
+        self._commands: dict[str, Callable[[str, str], None]] = {
+            "ack": self._cmd_ack,
+            "lamp_test": self._cmd_lamp_test,
+            "siren": self._cmd_siren,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect in the background (never waits for the broker) and start listening."""
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        client = paho.Client(CallbackAPIVersion.VERSION2,
+                             client_id=cfg.client_id or f"pingr-{self.node}",
+                             clean_session=True)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls.enabled:
+            client.tls_set(ca_certs=cfg.tls.ca_file, certfile=cfg.tls.cert_file,
+                           keyfile=cfg.tls.key_file)
+            client.tls_insecure_set(cfg.tls.insecure)
+        # The broker announces our death for us: crash, power loss or a cut cable.
+        client.will_set(self.topic("status"), OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=max(1, round(cfg.reconnect_min)),
+                                   max_delay=max(1, round(cfg.reconnect_max)))
+        # Bounded: while the link is down nothing piles up beyond this (we republish anyway).
+        client.max_queued_messages_set(10_000)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        self.app.monitor.listeners.append(self._on_event)
+        self.app.monitor.result_listeners.append(self._on_result)
+        self.sync()
+        # connect_async resolves and connects in paho's thread; loop_start retries forever.
+        client.connect_async(cfg.host, cfg.port, keepalive=round(cfg.keepalive))
+        client.loop_start()
+        self._sync_task = self._loop.create_task(self._resync(), name="mqtt-sync")
+        log.info("MQTT: connecting to %s:%d as node %r (topics under %s/)", cfg.host, cfg.port,
+                 self.node, self.base)
+
+    async def stop(self) -> None:
+        """Say `offline` ourselves (a clean stop is not a crash) and disconnect."""
+        monitor = self.app.monitor
+        with contextlib.suppress(ValueError):
+            monitor.listeners.remove(self._on_event)
+        with contextlib.suppress(ValueError):
+            monitor.result_listeners.remove(self._on_result)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        client = self._client
+        if client is None:
+            return
+
+        def close() -> None:
+            if client.is_connected():
+                info = client.publish(self.topic("status"), OFFLINE, qos=1, retain=True)
+                with contextlib.suppress(Exception):
+                    info.wait_for_publish(timeout=2)
+            client.disconnect()
+            client.loop_stop()
+
+        # loop_stop joins paho's thread; never block the event loop on it.
+        await asyncio.get_running_loop().run_in_executor(None, close)
+        self.connected = False
+
+    def topic(self, *parts: str) -> str:
+        """A topic under this appliance's base topic."""
+        return "/".join((self.base, *parts))
+
+    # ------------------------------------------------------------------ paho thread
+
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any,
+                    _props: Any = None) -> None:
+        if reason.is_failure:
+            self._hop(self._refused, str(reason))
+            return
+        client.subscribe([(self.topic("cmd", "#"), 1),
+                          (f"{self.config.discovery_prefix}/status", 1)])
+        self._hop(self._connected)
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any,
+                       _props: Any = None) -> None:
+        self._hop(self._disconnected, str(reason))
+
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        payload = message.payload.decode("utf-8", "replace").strip()
+        self._hop(self._message, message.topic, payload)
+
+    def _hop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and now
+            loop.call_soon_threadsafe(fn, *args)
+
+    # ------------------------------------------------------------------ event loop
+
+    def _connected(self) -> None:
+        if self._client is None or not self._client.is_connected():
+            return
+        self.connected = True
+        self.connects += 1
+        log.info("MQTT: connected to %s:%d", self.config.host, self.config.port)
+        self._send(self.topic("status"), ONLINE)
+        self.sync()
+        for topic, payload in list(self.retained.items()):
+            self._send(topic, payload)
+
+    def _refused(self, reason: str) -> None:
+        log.error("MQTT: the broker at %s:%d refused the connection: %s",
+                  self.config.host, self.config.port, reason)
+
+    def _disconnected(self, reason: str) -> None:
+        if self.connected:
+            log.warning("MQTT: lost the broker (%s); reconnecting with back-off", reason)
+        self.connected = False
+
+    def _message(self, topic: str, payload: str) -> None:
+        if topic == f"{self.config.discovery_prefix}/status":
+            if payload == ONLINE and self.connected:
+                # Home Assistant restarted: it lost non-retained state, so send everything.
+                for t, p in list(self.retained.items()):
+                    self._send(t, p)
+            return
+        prefix = self.topic("cmd") + "/"
+        if not topic.startswith(prefix):
+            return
+        parts = topic[len(prefix):].split("/", 1)
+        handler = self._commands.get(parts[0])
+        if handler is None:
+            log.warning("MQTT: unknown command topic %s", topic)
+            return
+        try:
+            handler(parts[1] if len(parts) > 1 else "", payload)
+        except Exception:
+            log.exception("MQTT: command %s failed", topic)
+
+    def _send(self, topic: str, payload: str) -> None:
+        client = self._client
+        if client is None or not client.is_connected():
+            return  # the reconnect republishes self.retained
+        client.publish(topic, payload, qos=1, retain=True)
+
+    def _put(self, topic: str, payload: str) -> None:
+        """Want `payload` retained on `topic`; publish only when it differs from before."""
+        if self.retained.get(topic) == payload:
+            return
+        self.retained[topic] = payload
+        self._send(topic, payload)
+
+    # ------------------------------------------------------------------ state
+
+    def _on_result(self, target: Target, result: Result) -> None:
+        new = target.id not in self._targets
+        self._target_state(target.id)
+        self._alert_state()
+        if new:
+            self._discover_target(target.id)
+
+    def _on_event(self, event: Event) -> None:
+        if event.type == "target.deleted" and event.target is not None:
+            self._forget(event.target.id)
+        elif event.target is not None:
+            self._target_state(event.target.id)
+            self._discover_target(event.target.id)
+        self._alert_state()
+
+    async def _resync(self) -> None:
+        """Catch what no event announces: targets added or renamed, output changes, the URL."""
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                self.sync()
+            except Exception:
+                log.exception("MQTT: state sync failed")
+
+    def sync(self) -> None:
+        """Bring every wanted retained message up to date (publishes only differences)."""
+        self._alert_state()
+        monitor = self.app.monitor
+        for tid in list(monitor.states):
+            self._target_state(tid)
+        for tid in [t for t in self._targets if t not in monitor.states]:
+            self._forget(tid)
+        self._outputs_state()
+        if self.config.discovery:
+            self._discovery()
+
+    def _alert_state(self) -> None:
+        monitor = self.app.monitor
+        if monitor.snapshot().version == self._alert_version:
+            return
+        self._alert_version = monitor.snapshot().version
+        raw, _ = monitor.alert_status()
+        body = json.loads(raw)
+        # The timestamp moves with every snapshot; only a change of content is news.
+        key = {k: v for k, v in body.items() if k != "timestamp"}
+        if key != self._alert_key:
+            self._alert_key = key
+            self._put(self.topic("alert_status"), raw.decode())
+
+    def _target_state(self, target_id: str) -> None:
+        state = self.app.monitor.states.get(target_id)
+        if state is None:
+            return
+        target = state.target
+        key = (target.name, state.status, state.failures, target.spec.failure_threshold,
+               state.acknowledged)
+        now = self.app.clock_ms()
+        refresh = self.config.latency_refresh * 1000
+        stale_latency = bool(refresh) and now - self._target_pub_ms.get(target_id, now) >= refresh
+        if self._targets.get(target_id) == key and not stale_latency:
+            return
+        self._targets[target_id] = key
+        self._target_pub_ms[target_id] = now
+        last = state.last
+        payload = {
+            "name": target.name,
+            "state": state.status,
+            "failures": state.failures,
+            "threshold": target.spec.failure_threshold,
+            "latency_ms": last.latency_ms if last is not None and last.success else None,
+            "error": last.error if last is not None and not last.success else None,
+            "acknowledged": state.acknowledged,
+            "type": target.spec.type,
+        }
+        self._put(self.topic("target", _safe(target_id)), json.dumps(payload))
+
+    def _forget(self, target_id: str) -> None:
+        """A deleted target: clear its state and remove its Home Assistant entity."""
+        self._targets.pop(target_id, None)
+        self._target_pub_ms.pop(target_id, None)
+        self._put(self.topic("target", _safe(target_id)), "")
+        self._put(self._config_topic("binary_sensor", f"target_{_safe(target_id)}"), "")
+
+    # ------------------------------------------------------------------ outputs
+
+    def _outputs(self) -> Any:
+        return next((c for c in self.app.components if getattr(c, "name", "") == "outputs"), None)
+
+    def _outputs_state(self) -> None:
+        outputs = self._outputs()
+        if outputs is None:
+            return
+        for name, value in outputs_states(outputs).items():
+            self._put(self.topic("output", _safe(name)), "ON" if value else "OFF")
+
+    def _cmd_ack(self, rest: str, payload: str) -> None:
+        """Acknowledge all open alerts (HA's button sends PRESS), or one by its id."""
+        alert_id = int(payload) if payload.isdigit() else None
+        try:
+            done = self.app.acknowledge(alert_id, "mqtt")
+        except (KeyError, ValueError) as exc:
+            log.warning("MQTT: cannot acknowledge alert %s: %s", payload, exc)
+            return
+        log.info("MQTT: acknowledged %d alert(s)", len(done))
+
+    def _cmd_lamp_test(self, rest: str, payload: str) -> None:
+        outputs = self._outputs()
+        if outputs is None:
+            log.warning("MQTT: lamp test requested but no outputs are configured")
+            return
+        self._call_outputs(outputs, ("lamp_test",), "mqtt")
+
+    def _cmd_siren(self, name: str, payload: str) -> None:
+        outputs = self._outputs()
+        if outputs is None:
+            log.warning("MQTT: siren command but no outputs are configured")
+            return
+        if payload.upper() == "OFF":
+            self._call_outputs(outputs, ("silence",), "mqtt")
+        elif payload.upper() == "ON":
+            self._call_outputs(outputs, ("unsilence",), "mqtt")
+        else:
+            log.warning("MQTT: siren %s: expected ON or OFF, got %r", name, payload[:40])
+        self._outputs_state()
+
+    def _call_outputs(self, outputs: Any, names: tuple[str, ...], *args: Any) -> None:
+        for attr in names:
+            fn = getattr(outputs, attr, None)
+            if fn is not None:
+                out = fn(*args)
+                if asyncio.iscoroutine(out):
+                    assert self._loop is not None
+                    self._loop.create_task(out)
+                return
+        log.warning("MQTT: the outputs component has no %s()", "/".join(names))
+
+    # ------------------------------------------------------------------ discovery
+
+    def _config_topic(self, component: str, object_id: str) -> str:
+        return f"{self.config.discovery_prefix}/{component}/{self.node}/{object_id}/config"
+
+    def configuration_url(self) -> str | None:
+        """Where Home Assistant's device page links to (pingr's API docs)."""
+        if self.config.configuration_url:
+            return self.config.configuration_url
+        port = self.app.port
+        if not port:
+            return None  # not listening yet (port 0 in tests): the next sync adds it
+        host = self.app.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/docs"
+
+    def device(self) -> dict[str, Any]:
+        """The one Home Assistant device every entity of this appliance belongs to."""
+        device: dict[str, Any] = {
+            "identifiers": [f"pingr_{self.node}"],
+            "name": f"pingr {self.node}",
+            "manufacturer": "pingr",
+            "model": "pingr network monitor",
+            "sw_version": __version__,
+        }
+        url = self.configuration_url()
+        if url:
+            device["configuration_url"] = url
+        return device
+
+    def _entity(self, object_id: str, name: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "unique_id": f"pingr_{self.node}_{object_id}",
+            "object_id": f"pingr_{self.node}_{object_id}",
+            "availability_topic": self.topic("status"),
+            "payload_available": ONLINE,
+            "payload_not_available": OFFLINE,
+            "device": self.device(),
+            "origin": {"name": "pingr", "sw_version": __version__},
+            **fields,
+        }
+
+    def discovery_messages(self) -> dict[str, dict[str, Any]]:
+        """Every Home Assistant discovery config we want retained, by topic."""
+        alert_topic = self.topic("alert_status")
+        out = {
+            self._config_topic("binary_sensor", "alert"): self._entity(
+                "alert", "Alert", device_class="problem", state_topic=alert_topic,
+                value_template="{{ 'ON' if value_json.alert else 'OFF' }}",
+                payload_on="ON", payload_off="OFF", json_attributes_topic=alert_topic),
+            self._config_topic("sensor", "failing_count"): self._entity(
+                "failing_count", "Failing targets", state_topic=alert_topic,
+                value_template="{{ value_json.failing_count }}", state_class="measurement",
+                icon="mdi:alert-circle"),
+            self._config_topic("button", "acknowledge"): self._entity(
+                "acknowledge", "Acknowledge all", command_topic=self.topic("cmd", "ack"),
+                payload_press="PRESS", icon="mdi:check-all"),
+        }
+        for tid, state in self.app.monitor.states.items():
+            oid = f"target_{_safe(tid)}"
+            topic = self.topic("target", _safe(tid))
+            out[self._config_topic("binary_sensor", oid)] = self._entity(
+                oid, state.target.name, device_class="connectivity", state_topic=topic,
+                # pending/paused are neither: "None" makes the entity's state unknown.
+                value_template="{{ 'ON' if value_json.state == 'up' else ('OFF' if "
+                               "value_json.state in ['down', 'unreachable'] else 'None') }}",
+                payload_on="ON", payload_off="OFF", json_attributes_topic=topic)
+        outputs = self._outputs()
+        if outputs is not None:
+            out[self._config_topic("button", "lamp_test")] = self._entity(
+                "lamp_test", "Lamp test", command_topic=self.topic("cmd", "lamp_test"),
+                payload_press="PRESS", icon="mdi:lightbulb-on")
+            for name in audible_outputs(outputs):
+                oid = f"siren_{_safe(name)}"
+                out[self._config_topic("siren", oid)] = self._entity(
+                    oid, name, command_topic=self.topic("cmd", "siren", _safe(name)),
+                    state_topic=self.topic("output", _safe(name)),
+                    payload_on="ON", payload_off="OFF", state_on="ON", state_off="OFF",
+                    optimistic=False, support_duration=False, support_volume_set=False)
+        return out
+
+    def _discover_target(self, target_id: str) -> None:
+        if self.config.discovery and target_id in self.app.monitor.states:
+            self._discovery()
+
+    def _discovery(self) -> None:
+        for topic, payload in self.discovery_messages().items():
+            self._put(topic, json.dumps(payload, sort_keys=True))
+
+
+def outputs_states(outputs: Any) -> dict[str, bool]:
+    """Output name -> on/off from the outputs component."""
+    states = getattr(outputs, "states", None)
+    value = states() if callable(states) else states
+    return {str(k): bool(v) for k, v in dict(value or {}).items()}
+
+
+def audible_outputs(outputs: Any) -> list[str]:
+    """Names of the outputs that make a sound (the ones Home Assistant sees as sirens)."""
+    audible = getattr(outputs, "audible", None)
+    value = audible() if callable(audible) else audible
+    return [str(n) for n in (value or [])]
+
+
+def mqtt_component(app: App) -> Mqtt | None:
+    """Factory for pingr.components: only when `mqtt.enabled: true`."""
+    config: MqttConfig | None = getattr(app.config, "mqtt", None)
+    if config is None or not config.enabled:
+        return None
+    return Mqtt(app, config)

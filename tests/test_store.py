@@ -1,0 +1,133 @@
+"""Store: batched writes, WAL, retention in batches, bounded file, and crash safety (kill -9)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import yaml
+
+from pingr.config import IcmpTarget
+from pingr.models import Result
+from pingr.store import DELETE_BATCH, Store
+
+
+def open_store(tmp_path, **kw) -> Store:
+    store = Store(tmp_path / "s.db", **kw)
+    store.open()
+    return store
+
+
+def test_pragmas_and_batched_flush(tmp_path):
+    store = open_store(tmp_path)
+    [t] = store.reconcile([IcmpTarget(type="icmp", name="lo", host="127.0.0.1")])
+    for i in range(1000):
+        store.add_result(Result(t.id, 1_000 + i, i % 2 == 0, 1), t.pk)
+    # Count transactions through SQLite's own commit hook: one flush, one transaction.
+    commits = []
+    raw = store.engine.raw_connection()
+    raw.close()
+    with store.engine.connect() as conn:
+        conn.connection.dbapi_connection.set_trace_callback(
+            lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None)
+        conn.close()
+    assert store.flush() == 1000
+    assert store.flush() == 0
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1000
+    assert len(commits) <= 1
+    store.close()
+
+
+def test_retention_deletes_in_batches_and_returns_space(tmp_path):
+    now = 10 * 86400 * 1000
+    store = open_store(tmp_path, retention_seconds=86400, clock_ms=lambda: now)
+    [t] = store.reconcile([IcmpTarget(type="icmp", name="lo", host="127.0.0.1")])
+    old = 2 * DELETE_BATCH + 123
+    for i in range(old):
+        store.add_result(Result(t.id, now - 3 * 86400 * 1000 + i, True, 1, error="x" * 50), t.pk)
+    for i in range(500):
+        store.add_result(Result(t.id, now - 1000 + i, True, 1), t.pk)
+    store.flush()
+    store.engine.dispose()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages_before = db.execute("PRAGMA page_count").fetchone()[0]
+    assert store.cleanup() == old
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 500
+        assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        assert db.execute("PRAGMA page_count").fetchone()[0] < pages_before
+    assert store.cleanup() == 0
+    store.close()
+
+
+def test_write_failure_keeps_data_and_recovers(tmp_path):
+    store = open_store(tmp_path)
+    [t] = store.reconcile([IcmpTarget(type="icmp", name="lo", host="127.0.0.1")])
+    store.add_result(Result(t.id, 5, True, 1), t.pk)
+    # Another process holds the write lock (as a stuck backup job might): the flush fails,
+    # the result stays buffered, and the next flush writes it.
+    blocker = sqlite3.connect(tmp_path / "s.db", timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    store.engine.dispose()
+    from sqlalchemy import event
+
+    event.listen(store.engine, "connect", lambda c, _: c.execute("PRAGMA busy_timeout=50"))
+    assert store.flush() == 0
+    assert store.last_error is not None and store.pending()
+    blocker.rollback()
+    blocker.close()
+    assert store.flush() == 1
+    assert store.last_error is None
+    store.close()
+
+
+CRASH_TARGETS = 20
+
+
+def test_kill_9_leaves_a_sound_database_losing_at_most_one_flush(tmp_path, target_server):
+    """Real `pingr run`, killed with SIGKILL at random moments, three times on one file."""
+    db = tmp_path / "crash.db"
+    cfg = {
+        "host": "127.0.0.1", "port": 0,
+        "auth": {"api_key": "k" * 32},
+        "storage": {"path": str(db), "flush_interval": "1s"},
+        "scheduler": {"stagger": 0},
+        "targets": [{"name": f"t{i}", "type": "http", "url": target_server.url,
+                     "interval_seconds": 1} for i in range(CRASH_TARGETS)],
+    }
+    path = tmp_path / "pingr.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rng = random.Random(42)
+    for round_ in range(3):
+        target_server.behaviour.hits.clear()
+        proc = subprocess.Popen([sys.executable, "-m", "pingr", "run", "--config", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 20
+        while len(target_server.behaviour.hits) < CRASH_TARGETS and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0 + rng.random() * 2.0)
+        killed_at = time.time()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            # Every probe that completed more than one flush interval (plus the probe's own
+            # time) before the kill must be on disk.
+            cutoff = killed_at - 1.5
+            expected = sum(1 for h in target_server.behaviour.hits if h < cutoff)
+            stored = conn.execute(
+                "SELECT COUNT(*) FROM results WHERE ts >= ? AND ts < ?",
+                (int(target_server.behaviour.hits[0] * 1000) - 1000, int(cutoff * 1000) + 200),
+            ).fetchone()[0]
+        assert stored >= expected, f"round {round_}: {stored} stored < {expected} probed"
+        assert expected >= CRASH_TARGETS, "the service did not probe long enough to test"

@@ -29,6 +29,7 @@ from pingr.scheduler import Scheduler
 from pingr.store import Store
 from pingr.systemd import Heartbeat, Notifier
 from pingr.timeutil import from_ms, now_ms
+from pingr.writemeter import WriteMeter
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,11 @@ class App:
         self.db_path = database_path(config, self.env)
         st = config.storage
         self.store = Store(self.db_path, flush_interval=st.flush_interval, batch_size=st.batch_size,
-                           retention_seconds=st.retention, clock_ms=clock_ms)
+                           retention_seconds=st.retention, clock_ms=clock_ms, raw=st.raw,
+                           raw_sample_seconds=st.raw_sample_interval,
+                           minute_retention_seconds=st.minute_retention,
+                           hour_retention_seconds=st.hour_retention, max_size=st.max_size)
+        self.write_meter = WriteMeter()
         self.monitor = Monitor(self.store, stale_factor=config.alerts.stale_factor, clock_ms=clock_ms)
         self.ctx = ProbeContext(clock_ms=clock_ms)
         self.scheduler = Scheduler(self.monitor.process, self.ctx,
@@ -340,4 +345,7 @@ class App:
             stale=stale,
             version=__version__,
             uptime_seconds=round(time.monotonic() - self.started_at, 1),
+            disk_bytes_written=self.write_meter.sample(),
+            disk_bytes_per_day=self.write_meter.per_day(),
+            db_size_bytes=self.store.file_size(),
         )

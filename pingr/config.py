@@ -10,7 +10,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pingr.configbase import Duration, Strict
 from pingr.metrics import MetricsConfig
@@ -158,14 +165,55 @@ class AuthConfig(Strict):
         return value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes for `256MB`, `1.5G`, `512k` or a bare number of bytes (units are binary)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 256MB or 1GB")
+    if isinstance(value, int | float):
+        return int(value)
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgib")
+    unit = text[len(number):]
+    try:
+        return int(float(number) * _SIZE_UNITS[unit])
+    except (KeyError, ValueError):
+        raise ValueError(
+            f"invalid size {value!r}: use a number with a unit: 64MB, 256MB, 1GB"
+        ) from None
+
+
+#: Bytes, written in config as `256MB`, `1GB` (a bare number means bytes).
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
 class StorageConfig(Strict):
-    """SQLite location, flush cadence and retention."""
+    """SQLite location, flush cadence, retention, rollups and the size cap."""
 
     path: str | None = None
     retention: Duration = Field(7 * 86400, gt=0)
     flush_interval: Duration = Field(1.0, ge=0.05, le=300)
     batch_size: int = Field(500, ge=1, le=100_000)
     cleanup_interval: Duration = Field(3600, ge=1)
+    #: `all` keeps every raw result; `changes` keeps failures, state changes and one sample
+    #: per `raw_sample_interval` per target (rollups always count every result).
+    raw: Literal["all", "changes"] = "all"
+    raw_sample_interval: Duration = Field(300, ge=1, le=86400)
+    minute_retention: Duration = Field(48 * 3600, ge=3600)
+    hour_retention: Duration = Field(365 * 86400, ge=86400)
+    #: Hard cap of the database file: oldest raw results go first, per-minute, then per-hour
+    #: aggregates last. 0 switches the cap off.
+    max_size: Size = Field(256 * 1024**2, ge=0)
+
+    @field_validator("max_size")
+    @classmethod
+    def _cap(cls, value: int) -> int:
+        if 0 < value < 1024**2:
+            raise ValueError("max_size must be at least 1MB (or 0 for no cap)")
+        return value
 
 
 class DockerConfig(Strict):

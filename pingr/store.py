@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, delete, select
 
+from pingr import rollup
 from pingr.config import TargetBase
 from pingr.models import AlertRow, ApiKeyRow, Result, ResultRow, Target, TargetRow, parse_target_spec
 from pingr.timeutil import now_ms
@@ -30,6 +31,12 @@ T = TypeVar("T")
 DELETE_BATCH = 5000
 #: Results kept in memory while the disk refuses writes, so a full disk cannot exhaust RAM.
 MAX_PENDING = 50_000
+#: Over the size cap, data is removed until the used pages are this fraction of the cap, so
+#: the cap is not hit again by the next batch (each round of removal costs writes).
+CAP_HEADROOM = 0.9
+#: Summaries up to this window read raw rows (exact to the millisecond, at most a few
+#: thousand rows); longer ones read the aggregates.
+RAW_WINDOW_MS = 3_600_000
 
 
 def _set_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -57,6 +64,11 @@ class Store:
         batch_size: int = 500,
         retention_seconds: float = 7 * 86400,
         clock_ms: Callable[[], int] = now_ms,
+        raw: str = "all",
+        raw_sample_seconds: float = 300,
+        minute_retention_seconds: float = 48 * 3600,
+        hour_retention_seconds: float = 365 * 86400,
+        max_size: int = 256 * 1024 * 1024,
     ) -> None:
         self.path = Path(path)
         self.flush_interval = flush_interval
@@ -74,6 +86,18 @@ class Store:
         self.last_error: str | None = None
         self.last_flush_ms: int | None = None
         self.rows_written = 0
+        #: "all" keeps every raw result; "changes" keeps failures, flips and periodic samples.
+        self.raw_mode = raw
+        self.raw_sample_ms = int(raw_sample_seconds * 1000)
+        self.minute_retention_ms = int(minute_retention_seconds * 1000)
+        self.hour_retention_ms = int(hour_retention_seconds * 1000)
+        self.max_size = max_size
+        #: Per-minute aggregates of buffered results, written with the next batch.
+        self._rollups: dict[tuple[int, int], rollup.Acc] = {}
+        #: target pk -> (last success, ts of the last raw row kept), for raw: changes.
+        self._raw_last: dict[int, tuple[bool, int]] = {}
+        self.raw_skipped = 0
+        self.cap_removed = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -92,7 +116,14 @@ class Store:
                 # with `PRAGMA incremental_vacuum` instead of a full VACUUM.
                 conn.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
                 conn.commit()
+        with self.engine.connect() as conn:
+            tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
         SQLModel.metadata.create_all(self.engine)
+        if "results" in tables and "rollup_hour" not in tables:
+            # A database from before rollups: derive them once from the raw results it holds.
+            now = self.clock_ms()
+            with self.engine.begin() as conn:
+                rollup.backfill(conn, now - self.minute_retention_ms, now - self.hour_retention_ms)
 
     def close(self) -> None:
         """Flush what is buffered and release the file."""
@@ -135,7 +166,23 @@ class Store:
     # ------------------------------------------------------------------ buffered writes
 
     def add_result(self, result: Result, target_pk: int) -> None:
-        """Buffer one result; it reaches the disk with the next batch."""
+        """Buffer one result; it reaches the disk with the next batch.
+
+        Every result counts into the per-minute aggregate; with `raw: changes` only failures,
+        flips and one success per `raw_sample_interval` are kept as raw rows.
+        """
+        with self._lock:
+            rollup.add(self._rollups, result.ts - result.ts % rollup.MINUTE_MS, target_pk,
+                       result.success, result.latency_ms)
+        if self.raw_mode == "changes":
+            prev = self._raw_last.get(target_pk)
+            keep = (not result.success or prev is None or not prev[0]
+                    or result.ts - prev[1] >= self.raw_sample_ms)
+            kept_ts = result.ts if keep or prev is None else prev[1]
+            self._raw_last[target_pk] = (result.success, kept_ts)
+            if not keep:
+                self.raw_skipped += 1
+                return
         if len(self._results) >= MAX_PENDING:
             self._results.popleft()
             self.dropped_results += 1
@@ -163,7 +210,7 @@ class Store:
         self._key_use[key_id] = (max(last, ts), n + count)
 
     def pending(self) -> bool:
-        return bool(self._results or self._alerts or self._key_use)
+        return bool(self._results or self._alerts or self._key_use or self._rollups)
 
     def flush(self) -> int:
         """Write everything buffered in one transaction. Returns the number of result rows."""
@@ -176,12 +223,15 @@ class Store:
             self._alerts.clear()
             key_use = self._key_use
             self._key_use = {}
-        if not (results or alerts or key_use):
+            rollups = self._rollups
+            self._rollups = {}
+        if not (results or alerts or key_use or rollups):
             return 0
         try:
             with self.engine.begin() as conn:
                 if results:
                     conn.execute(ResultRow.__table__.insert(), results)
+                rollup.write(conn, rollups)
                 for alert in alerts:
                     stmt = sqlite_insert(AlertRow.__table__).values(**alert)
                     stmt = stmt.on_conflict_do_update(
@@ -208,6 +258,7 @@ class Store:
                     self._alerts.setdefault(alert["id"], alert)
                 for key_id, (last, count) in key_use.items():
                     self.note_key_use(key_id, last, count)
+                rollup.merge(self._rollups, rollups)
             if self.last_error is None:
                 log.error("database write failed, will retry: %s", exc)
             self.last_error = str(exc)
@@ -227,39 +278,145 @@ class Store:
     # ------------------------------------------------------------------ retention
 
     def cleanup(self, older_than_ms: int | None = None) -> int:
-        """Delete raw results past retention in batches, then return free pages to the disk."""
+        """Delete raw results and aggregates past retention in batches, enforce the size cap,
+        then return free pages to the disk. Returns the number of raw results removed."""
         assert self.engine is not None
         cutoff = older_than_ms if older_than_ms is not None else self.clock_ms() - self.retention_ms
+        total = self._delete_raw(cutoff)
+        now = self.clock_ms()
+        buckets = (self._delete_buckets("rollup_minute", now - self.minute_retention_ms)
+                   + self._delete_buckets("rollup_hour", now - self.hour_retention_ms))
+        capped = self.enforce_cap(vacuum=False)
+        if total or buckets or capped:
+            self._vacuum()
+        if total:
+            log.info("retention removed %d results older than the cutoff", total)
+        return total
+
+    def _vacuum(self) -> None:
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA incremental_vacuum")
+            conn.commit()
+
+    def _delete_raw(self, cutoff: int, oldest_first: int | None = None) -> int:
+        """Delete raw results with ts < cutoff in short transactions (or the N oldest)."""
+        assert self.engine is not None
         total = 0
         while True:
+            n = DELETE_BATCH if oldest_first is None else min(DELETE_BATCH, oldest_first - total)
+            if n <= 0:
+                break
             with self.engine.begin() as conn:
                 # Why the subquery: SQLite has no DELETE ... LIMIT by default; selecting ids via
                 # the ts index keeps each transaction short so probe batches are never held up.
                 deleted = conn.execute(
                     text(
                         "DELETE FROM results WHERE id IN "
-                        "(SELECT id FROM results WHERE ts < :cutoff LIMIT :n)"
+                        "(SELECT id FROM results WHERE ts < :cutoff ORDER BY ts LIMIT :n)"
                     ),
-                    {"cutoff": cutoff, "n": DELETE_BATCH},
+                    {"cutoff": cutoff, "n": n},
                 ).rowcount
             total += deleted
-            if deleted < DELETE_BATCH:
+            if deleted < n:
                 break
-        if total:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA incremental_vacuum")
-                conn.commit()
-            log.info("retention removed %d results older than the cutoff", total)
         return total
 
+    def _delete_buckets(self, table: str, cutoff: int, oldest_first: int | None = None) -> int:
+        """Delete aggregate rows with bucket < cutoff (or the N oldest) in short transactions."""
+        assert self.engine is not None
+        total = 0
+        while oldest_first is None or total < oldest_first:
+            with self.engine.begin() as conn:
+                # WITHOUT ROWID tables have no id to page through: find the bucket a batch
+                # ends at on the primary key, then delete everything before it.
+                step = DELETE_BATCH
+                if oldest_first is not None:
+                    step = min(step, oldest_first - total)
+                edge = conn.execute(text(
+                    f"SELECT bucket FROM {table} WHERE bucket < :cutoff ORDER BY bucket "
+                    "LIMIT 1 OFFSET :n"), {"cutoff": cutoff, "n": step}).scalar()
+                if edge is None:
+                    edge, last = cutoff, True
+                else:
+                    first = conn.execute(text(f"SELECT min(bucket) FROM {table}")).scalar()
+                    edge, last = (edge + 1 if edge == first else edge), False
+                deleted = conn.execute(
+                    text(f"DELETE FROM {table} WHERE bucket < :edge"), {"edge": edge}).rowcount
+            total += deleted
+            if last or not deleted:
+                break
+        return total
+
+    def db_size(self) -> tuple[int, int]:
+        """(file bytes, bytes in use) of the main database file (the WAL is bounded apart)."""
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 4096
+            pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
+            free = conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0
+        return pages * size, (pages - free) * size
+
+    def file_size(self) -> int | None:
+        """Bytes of the database file on disk (a stat, no SQL), None if it cannot be read."""
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return None
+
+    def enforce_cap(self, vacuum: bool = True) -> int:
+        """Over `max_size`: remove the oldest raw results, then per-minute, then per-hour
+        aggregates until the used pages are under CAP_HEADROOM of the cap. Returns rows removed."""
+        if not self.max_size or self.engine is None:
+            return 0
+        file_bytes, used = self.db_size()
+        if file_bytes <= self.max_size:
+            return 0
+        goal = self.max_size * CAP_HEADROOM
+        removed = 0
+        for table in ("results", "rollup_minute", "rollup_hour"):
+            while used > goal:
+                with self.engine.connect() as conn:
+                    rows = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() or 0
+                if not rows:
+                    break
+                # A tenth of the table per round: few rounds, and never much more than needed.
+                n = max(1000, rows // 10)
+                if table == "results":
+                    done = self._delete_raw(1 << 62, oldest_first=n)
+                else:
+                    done = self._delete_buckets(table, 1 << 62, oldest_first=n)
+                removed += done
+                _, used = self.db_size()
+                if not done:
+                    break
+        if removed:
+            self.cap_removed += removed
+            if vacuum:
+                self._vacuum()
+            log.warning("database over its %d MB cap: removed the %d oldest rows",
+                        self.max_size // 1024**2, removed)
+        return removed
+
     async def run_cleanup(self, every_seconds: float) -> None:
+        """Retention every `every_seconds`; the size cap is checked at least every minute
+        (a read of three pragmas, no write unless the cap is exceeded)."""
         loop = asyncio.get_running_loop()
+        check = min(every_seconds, 60.0)
         while True:
             try:
                 await loop.run_in_executor(self._executor, self.cleanup)
             except Exception as exc:
                 log.warning("retention cleanup failed: %s", exc)
-            await asyncio.sleep(every_seconds)
+            waited = 0.0
+            while waited + check < every_seconds:
+                await asyncio.sleep(check)
+                waited += check
+                try:
+                    await loop.run_in_executor(self._executor, self.enforce_cap)
+                except Exception as exc:
+                    log.warning("size cap check failed: %s", exc)
+            await asyncio.sleep(every_seconds - waited)
 
     # ------------------------------------------------------------------ targets
 
@@ -319,6 +476,8 @@ class Store:
         session.exec(delete(TargetRow).where(TargetRow.pk == pk))
         # Results of a deleted target are history nobody can ask for any more.
         session.exec(delete(ResultRow).where(ResultRow.target_pk == pk))
+        for table in rollup.TABLES.values():
+            session.execute(text(f"DELETE FROM {table} WHERE target_pk = :pk"), {"pk": pk})
 
     # ------------------------------------------------------------------ reads
 
@@ -346,19 +505,49 @@ class Store:
             q = select(ResultRow).where(ResultRow.target_pk == pk).order_by(ResultRow.ts.desc())
             return list(s.exec(q.limit(limit)).all())
 
-    def summary(self, since: int, pk: int | None = None) -> dict[int, tuple[int, int, float | None]]:
+    def summary(self, since: int, pk: int | None = None,
+                until: int | None = None) -> dict[int, tuple[int, int, float | None]]:
         """Per target: (total probes, successes, average latency of successes) since `since`."""
-        with self.session() as s:
-            q = select(
-                ResultRow.target_pk,
-                func.count(),
-                func.sum(ResultRow.success),
-                func.avg(ResultRow.latency_ms),
-            ).where(ResultRow.ts >= since)
-            if pk is not None:
-                q = q.where(ResultRow.target_pk == pk)
-            rows = s.exec(q.group_by(ResultRow.target_pk)).all()
-        return {r[0]: (int(r[1]), int(r[2] or 0), r[3]) for r in rows}
+        return {p: (t[0], t[1], t[3] / t[2] if t[2] else None)
+                for p, t in self.window_totals(since, pk, until).items()}
+
+    def window_totals(self, since: int, pk: int | None = None,
+                      until: int | None = None) -> dict[int, rollup.Totals]:
+        """Per target (count, successes, lat_count, lat_sum, lat_min, lat_max) over [since, until].
+
+        Up to RAW_WINDOW the raw rows answer exactly (when every raw result is kept); longer
+        windows read the per-hour aggregates plus per-minute ones at the edges.
+        """
+        now = self.clock_ms() if until is None else until
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            if self.raw_mode == "all" and now - since <= RAW_WINDOW_MS:
+                sql = ("SELECT target_pk, count(*), sum(success), "
+                       "sum(success AND latency_ms IS NOT NULL), "
+                       "coalesce(sum(CASE WHEN success THEN latency_ms END), 0), "
+                       "min(CASE WHEN success THEN latency_ms END), "
+                       "max(CASE WHEN success THEN latency_ms END) "
+                       "FROM results WHERE ts >= :since AND ts <= :until")
+                params: dict[str, Any] = {"since": since, "until": now}
+                if pk is not None:
+                    sql += " AND target_pk = :pk"
+                    params["pk"] = pk
+                rows = conn.execute(text(sql + " GROUP BY target_pk"), params).all()
+                return {r[0]: (int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4]), r[5], r[6])
+                        for r in rows}
+            return rollup.window_totals(conn, since, now, now - self.minute_retention_ms, pk)
+
+    def daily_uptime(self, pk: int, since_day: int) -> dict[int, rollup.Totals]:
+        """Per UTC day since `since_day` (midnight, epoch ms), from the per-hour aggregates."""
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            return rollup.daily(conn, pk, since_day)
+
+    def history(self, pk: int, since: int, until: int, resolution: str) -> list[tuple[Any, ...]]:
+        """Aggregated buckets ("minute" or "hour") of one target, oldest first."""
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            return rollup.series(conn, rollup.TABLES[resolution], pk, since, until)
 
     def newest_result_ts(self) -> int | None:
         with self.session() as s:

@@ -13,7 +13,8 @@ from pingr.api.deps import (
     parse_time_param,
     parse_window,
 )
-from pingr.api.schemas import LatestOut, ResultOut, SummaryOut
+from pingr.api.schemas import DailyUptimeOut, HistoryBucketOut, LatestOut, ResultOut, SummaryOut
+from pingr.rollup import DAY_MS
 from pingr.timeutil import format_duration, from_ms, now_ms
 
 router = APIRouter(tags=["results"], dependencies=[require("read")])
@@ -68,7 +69,8 @@ def target_results(
 def _summaries(app, window: str, only: str | None = None) -> list[SummaryOut]:
     seconds = parse_window(window)
     targets = [app.targets[only]] if only else [t for t in app.targets.values() if t.enabled]
-    stats = app.store.summary(now_ms() - int(seconds * 1000), targets[0].pk if only else None)
+    now = now_ms()
+    stats = app.store.summary(now - int(seconds * 1000), targets[0].pk if only else None, now)
     out = []
     for t in sorted(targets, key=lambda t: t.name.lower()):
         total, ok, avg = stats.get(t.pk, (0, 0, None))
@@ -94,3 +96,60 @@ def target_summary(target_id: str, window: str = Query("1h"), app=Depends(get_ap
     if target_id not in app.targets:
         raise HTTPException(404, f"no target with id {target_id}")
     return _summaries(app, window, target_id)[0]
+
+
+@router.get("/targets/{target_id}/uptime/daily", response_model=list[DailyUptimeOut],
+            responses=errors(400, 404, *AUTH_ERRORS))
+def daily_uptime(target_id: str,
+                 days: int = Query(90, description="1 to 366 UTC days, today included"),
+                 app=Depends(get_app)) -> list[DailyUptimeOut]:
+    """Uptime per UTC day, oldest first (status-page style), from the per-hour aggregates.
+
+    Days without a probe have `uptime_percent: null`.
+    """
+    target = app.targets.get(target_id)
+    if target is None:
+        raise HTTPException(404, f"no target with id {target_id}")
+    if not 1 <= days <= 366:
+        raise HTTPException(400, f"days must be between 1 and 366, got {days}")
+    today = now_ms() - now_ms() % DAY_MS
+    first = today - (days - 1) * DAY_MS
+    stats = app.store.daily_uptime(target.pk, first)
+    out = []
+    for day in range(first, today + 1, DAY_MS):
+        total, ok, lat_n, lat_sum, _, _ = stats.get(day, (0, 0, 0, 0, None, None))
+        out.append(DailyUptimeOut(
+            date=from_ms(day).date().isoformat(),
+            uptime_percent=round(100.0 * ok / total, 3) if total else None,
+            total_probes=total,
+            avg_latency_ms=round(lat_sum / lat_n, 2) if lat_n else None,
+        ))
+    return out
+
+
+@router.get("/targets/{target_id}/history", response_model=list[HistoryBucketOut],
+            responses=errors(400, 404, *AUTH_ERRORS))
+def history(target_id: str,
+            window: str = Query("24h", description="a duration up to 400d: 6h, 24h, 30d"),
+            app=Depends(get_app)) -> list[HistoryBucketOut]:
+    """Aggregated history for graphs, oldest first: per minute for windows up to 6 hours
+    (and within the per-minute retention), per hour beyond."""
+    target = app.targets.get(target_id)
+    if target is None:
+        raise HTTPException(404, f"no target with id {target_id}")
+    seconds = parse_window(window)
+    now = now_ms()
+    since = now - int(seconds * 1000)
+    per_minute = seconds <= 6 * 3600 and seconds * 1000 <= app.store.minute_retention_ms
+    resolution = "minute" if per_minute else "hour"
+    size = 60_000 if per_minute else 3_600_000
+    rows = app.store.history(target.pk, since - since % size, now, resolution)
+    return [
+        HistoryBucketOut(
+            ts=from_ms(b), resolution=resolution, total_probes=n, successes=ok,
+            uptime_percent=round(100.0 * ok / n, 3) if n else None,
+            latency_min_ms=lo, latency_max_ms=hi,
+            latency_avg_ms=round(lsum / ln, 2) if ln else None,
+        )
+        for b, n, ok, ln, lsum, lo, hi in rows
+    ]

@@ -97,6 +97,24 @@ class SummaryOut(BaseModel):
     total_probes: int
 
 
+class DailyUptimeOut(BaseModel):
+    date: str = Field(description="UTC day, YYYY-MM-DD")
+    uptime_percent: float | None = Field(description="null when there were no probes that day")
+    total_probes: int
+    avg_latency_ms: float | None
+
+
+class HistoryBucketOut(BaseModel):
+    ts: UtcTime = Field(description="start of the bucket")
+    resolution: str = Field(description="minute or hour")
+    total_probes: int
+    successes: int
+    uptime_percent: float | None
+    latency_min_ms: int | None
+    latency_avg_ms: float | None = Field(description="over successful probes")
+    latency_max_ms: int | None
+
+
 class HealthOut(BaseModel):
     ok: bool
     db: str = Field(description="ok, or the last write error")
@@ -106,6 +124,13 @@ class HealthOut(BaseModel):
     stale: bool
     version: str
     uptime_seconds: float
+    disk_bytes_written: int | None = Field(
+        None, description="bytes pingr sent to storage since it started (/proc/self/io); "
+        "null where the kernel does not report it")
+    disk_bytes_per_day: int | None = Field(
+        None, description="write rate over up to the last 24 h, in bytes per day; "
+        "null during the first minute")
+    db_size_bytes: int | None = Field(None, description="size of the database file")
 
 
 class AlertOut(BaseModel):

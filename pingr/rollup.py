@@ -1,0 +1,218 @@
+"""Per-target per-minute and per-hour aggregates: accumulated in memory, upserted per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+# Why WITHOUT ROWID and (bucket, target_pk) as the key: rows of the current minute of every
+# target sit side by side at the end of one B-tree, so a flush dirties one or two pages
+# instead of one page per target, and there is no second index to keep up to date.
+
+
+class MinuteRollup(SQLModel, table=True):
+    """Aggregate of one target's results in one minute (kept `storage.minute_retention`)."""
+
+    __tablename__ = "rollup_minute"
+    __table_args__ = {"sqlite_with_rowid": False}
+    bucket: int = Field(primary_key=True)  # epoch ms of the minute's start
+    target_pk: int = Field(primary_key=True)
+    count: int
+    successes: int
+    lat_count: int  # successful results that carried a latency
+    lat_sum: int
+    lat_min: int | None = None
+    lat_max: int | None = None
+
+
+class HourRollup(SQLModel, table=True):
+    """Aggregate of one target's results in one hour (kept `storage.hour_retention`)."""
+
+    __tablename__ = "rollup_hour"
+    __table_args__ = {"sqlite_with_rowid": False}
+    bucket: int = Field(primary_key=True)  # epoch ms of the hour's start
+    target_pk: int = Field(primary_key=True)
+    count: int
+    successes: int
+    lat_count: int
+    lat_sum: int
+    lat_min: int | None = None
+    lat_max: int | None = None
+
+
+TABLES = {"minute": "rollup_minute", "hour": "rollup_hour"}
+
+_UPSERT = """
+INSERT INTO {table} (bucket, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max)
+VALUES (:bucket, :target_pk, :count, :successes, :lat_count, :lat_sum, :lat_min, :lat_max)
+ON CONFLICT (bucket, target_pk) DO UPDATE SET
+  count = count + excluded.count,
+  successes = successes + excluded.successes,
+  lat_count = lat_count + excluded.lat_count,
+  lat_sum = lat_sum + excluded.lat_sum,
+  -- min()/max() of SQLite return NULL if either side is NULL; coalesce keeps the known one.
+  lat_min = min(coalesce(lat_min, excluded.lat_min), coalesce(excluded.lat_min, lat_min)),
+  lat_max = max(coalesce(lat_max, excluded.lat_max), coalesce(excluded.lat_max, lat_max))
+"""
+
+#: One accumulated bucket: [count, successes, lat_count, lat_sum, lat_min, lat_max].
+Acc = list[Any]
+
+
+def add(acc: dict[tuple[int, int], Acc], bucket: int, target_pk: int, success: bool,
+        latency_ms: int | None) -> None:
+    """Count one result into the in-memory bucket (no I/O)."""
+    row = acc.get((bucket, target_pk))
+    if row is None:
+        row = acc[(bucket, target_pk)] = [0, 0, 0, 0, None, None]
+    row[0] += 1
+    if success:
+        row[1] += 1
+        if latency_ms is not None:
+            row[2] += 1
+            row[3] += latency_ms
+            row[4] = latency_ms if row[4] is None else min(row[4], latency_ms)
+            row[5] = latency_ms if row[5] is None else max(row[5], latency_ms)
+
+
+def merge(into: dict[tuple[int, int], Acc], other: dict[tuple[int, int], Acc]) -> None:
+    """Add `other`'s buckets into `into` (used to put back a batch whose write failed)."""
+    for key, row in other.items():
+        cur = into.get(key)
+        if cur is None:
+            into[key] = list(row)
+            continue
+        cur[0] += row[0]
+        cur[1] += row[1]
+        cur[2] += row[2]
+        cur[3] += row[3]
+        for i, pick in ((4, min), (5, max)):
+            if row[i] is not None:
+                cur[i] = row[i] if cur[i] is None else pick(cur[i], row[i])
+
+
+def to_hours(minutes: dict[tuple[int, int], Acc]) -> dict[tuple[int, int], Acc]:
+    """Fold minute buckets into hour buckets."""
+    hours: dict[tuple[int, int], Acc] = {}
+    for (bucket, pk), row in minutes.items():
+        merge(hours, {(bucket - bucket % HOUR_MS, pk): row})
+    return hours
+
+
+def _params(acc: dict[tuple[int, int], Acc]) -> list[dict[str, Any]]:
+    return [
+        {"bucket": b, "target_pk": pk, "count": r[0], "successes": r[1], "lat_count": r[2],
+         "lat_sum": r[3], "lat_min": r[4], "lat_max": r[5]}
+        for (b, pk), r in sorted(acc.items())
+    ]
+
+
+def write(conn: Connection, minutes: dict[tuple[int, int], Acc]) -> None:
+    """Upsert a batch's minute buckets and the hour buckets they fold into (one transaction)."""
+    if not minutes:
+        return
+    conn.execute(text(_UPSERT.format(table="rollup_minute")), _params(minutes))
+    conn.execute(text(_UPSERT.format(table="rollup_hour")), _params(to_hours(minutes)))
+
+
+def backfill(conn: Connection, since_minute: int, since_hour: int) -> None:
+    """Build aggregates from raw results (a database from before rollups existed)."""
+    for table, size, since in (("rollup_minute", MINUTE_MS, since_minute),
+                               ("rollup_hour", HOUR_MS, since_hour)):
+        conn.execute(text(f"""
+            INSERT OR IGNORE INTO {table}
+              (bucket, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max)
+            SELECT ts - ts % {size}, target_pk, count(*), sum(success),
+                   sum(success AND latency_ms IS NOT NULL),
+                   coalesce(sum(CASE WHEN success THEN latency_ms END), 0),
+                   min(CASE WHEN success THEN latency_ms END),
+                   max(CASE WHEN success THEN latency_ms END)
+            FROM results WHERE ts >= :since GROUP BY 1, 2
+        """), {"since": since})
+
+
+Totals = tuple[int, int, int, int, int | None, int | None]
+
+
+def totals(conn: Connection, table: str, since: int, until: int,
+           pk: int | None = None) -> dict[int, Totals]:
+    """Per target: (count, successes, lat_count, lat_sum, lat_min, lat_max) in [since, until)."""
+    sql = (f"SELECT target_pk, sum(count), sum(successes), sum(lat_count), sum(lat_sum), "
+           f"min(lat_min), max(lat_max) FROM {table} WHERE bucket >= :since AND bucket < :until")
+    params: dict[str, Any] = {"since": since, "until": until}
+    if pk is not None:
+        sql += " AND target_pk = :pk"
+        params["pk"] = pk
+    rows = conn.execute(text(sql + " GROUP BY target_pk"), params).all()
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
+
+
+def combine(parts: Iterable[dict[int, Totals]]) -> dict[int, Totals]:
+    """Sum per-target totals read from different tables/ranges."""
+    out: dict[int, Totals] = {}
+    for part in parts:
+        for pk, t in part.items():
+            cur = out.get(pk)
+            if cur is None:
+                out[pk] = t
+                continue
+            out[pk] = (cur[0] + t[0], cur[1] + t[1], cur[2] + t[2], cur[3] + t[3],
+                       _pick(min, cur[4], t[4]), _pick(max, cur[5], t[5]))
+    return out
+
+
+def _pick(fn: Any, a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return fn(a, b)
+
+
+def window_totals(conn: Connection, since: int, now: int, minute_kept_from: int,
+                  pk: int | None = None) -> dict[int, Totals]:
+    """Totals over [since, now] reading as few rows as the window allows.
+
+    Whole hours come from the hour table; the partial hours at either end from the minute
+    table while it still holds them (else the partial hour at the start is left out).
+    So a 30-day window reads ~720 rows per target instead of ~86,000 raw results.
+    Granularity is one minute: the minute containing `since` counts whole.
+    """
+    start_min = since - since % MINUTE_MS
+    first_hour = -(-start_min // HOUR_MS) * HOUR_MS  # ceil to the hour
+    last_hour = now - now % HOUR_MS
+    if first_hour >= last_hour:
+        # Less than one whole hour: minutes only (at most ~120 rows per target).
+        return totals(conn, "rollup_minute", start_min, now + 1, pk)
+    parts = [totals(conn, "rollup_hour", first_hour, last_hour, pk),
+             totals(conn, "rollup_minute", last_hour, now + 1, pk)]
+    if start_min < first_hour:
+        if start_min >= minute_kept_from:
+            parts.append(totals(conn, "rollup_minute", start_min, first_hour, pk))
+    return combine(parts)
+
+
+def daily(conn: Connection, pk: int, since_day: int) -> dict[int, Totals]:
+    """Per UTC day (epoch ms of midnight) since `since_day`, from the hour table."""
+    rows = conn.execute(text(
+        f"SELECT bucket - bucket % {DAY_MS}, sum(count), sum(successes), sum(lat_count), "
+        "sum(lat_sum), min(lat_min), max(lat_max) FROM rollup_hour "
+        "WHERE bucket >= :since AND target_pk = :pk GROUP BY 1"
+    ), {"since": since_day, "pk": pk}).all()
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
+
+
+def series(conn: Connection, table: str, pk: int, since: int, until: int) -> list[tuple[Any, ...]]:
+    """Buckets of one target in [since, until], oldest first (for graphs)."""
+    return list(conn.execute(text(
+        f"SELECT bucket, count, successes, lat_count, lat_sum, lat_min, lat_max FROM {table} "
+        "WHERE bucket >= :since AND bucket <= :until AND target_pk = :pk ORDER BY bucket"
+    ), {"since": since, "until": until, "pk": pk}).all())

@@ -238,24 +238,26 @@ class App:
     async def keys_admin(self, action: str, **kw: Any) -> Any:
         """Key management on the writer thread; refreshes the in-memory key ring."""
 
+        def plain(row: ApiKeyRow) -> ApiKeyRow:
+            # A detached copy: the session's objects expire at commit.
+            return ApiKeyRow(**row.model_dump())
+
         def work(s: Any) -> Any:
             if action == "list":
-                return list(s.exec(select(ApiKeyRow).order_by(ApiKeyRow.id)).all())
+                return [plain(r) for r in s.exec(select(ApiKeyRow).order_by(ApiKeyRow.id))]
             if action == "create":
                 row, plaintext = create_key(s, kw["name"], kw["scope"])
-                s.flush()
-                s.refresh(row)
-                return row.model_copy(), plaintext
+                return plain(row), plaintext
             row = s.get(ApiKeyRow, kw["key_id"])
             if row is None:
                 return None
             if action == "delete":
                 s.delete(row)
-                return row.model_copy()
+                return plain(row)
             row.enabled = action == "enable"
             s.add(row)
             s.flush()
-            return row.model_copy()
+            return plain(row)
 
         self.store.flush()  # usage counts first, so the listing is current
         out = await self.store.write(work)

@@ -133,6 +133,8 @@ class Mqtt:
         self.retained: dict[str, str] = {}
         self.connected = False
         self.connects = 0
+        self._closing = False
+        self._outputs_pending = False
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._alert_key: Any = None
@@ -199,6 +201,8 @@ class Mqtt:
         if client is None:
             return
 
+        self._closing = True
+
         def close() -> None:
             if client.is_connected():
                 info = client.publish(self.topic("status"), OFFLINE, qos=1, retain=True)
@@ -259,7 +263,7 @@ class Mqtt:
                   self.config.host, self.config.port, reason)
 
     def _disconnected(self, reason: str) -> None:
-        if self.connected:
+        if self.connected and not self._closing:
             log.warning("MQTT: lost the broker (%s); reconnecting with back-off", reason)
         self.connected = False
 
@@ -300,12 +304,14 @@ class Mqtt:
 
     def _on_result(self, target: Target, result: Result) -> None:
         new = target.id not in self._targets
+        self._outputs_soon()
         self._target_state(target.id)
         self._alert_state()
         if new:
             self._discover_target(target.id)
 
     def _on_event(self, event: Event) -> None:
+        self._outputs_soon()
         if event.type == "target.deleted" and event.target is not None:
             self._forget(event.target.id)
         elif event.target is not None:
@@ -384,14 +390,33 @@ class Mqtt:
     # ------------------------------------------------------------------ outputs
 
     def _outputs(self) -> Any:
-        return next((c for c in self.app.components if getattr(c, "name", "") == "outputs"), None)
+        """The GPIO outputs component when it drives at least one output, else None."""
+        mgr = next((c for c in self.app.components if getattr(c, "name", "") == "outputs"), None)
+        return mgr if mgr is not None and getattr(mgr, "outputs", None) else None
+
+    def _outputs_soon(self) -> None:
+        # The outputs component reconciles on the same events after us: read it afterwards.
+        if self._loop is not None and not self._outputs_pending:
+            self._outputs_pending = True
+            self._loop.call_soon(self._outputs_state)
 
     def _outputs_state(self) -> None:
-        outputs = self._outputs()
-        if outputs is None:
+        self._outputs_pending = False
+        mgr = self._outputs()
+        if mgr is None:
             return
-        for name, value in outputs_states(outputs).items():
-            self._put(self.topic("output", _safe(name)), "ON" if value else "OFF")
+        for name, out in mgr.outputs.items():
+            muted = mgr.silenced.get(name)
+            active = bool(mgr.active.get(name, False))
+            payload = {
+                "on": (active and muted is None) or mgr.testing(name),
+                "active": active,
+                "silenced_by": muted,
+                "testing": mgr.testing(name),
+                "audible": bool(out.config.is_audible),
+                "type": out.config.type,
+            }
+            self._put(self.topic("output", _safe(name)), json.dumps(payload))
 
     def _cmd_ack(self, rest: str, payload: str) -> None:
         """Acknowledge all open alerts (HA's button sends PRESS), or one by its id."""
@@ -404,35 +429,30 @@ class Mqtt:
         log.info("MQTT: acknowledged %d alert(s)", len(done))
 
     def _cmd_lamp_test(self, rest: str, payload: str) -> None:
-        outputs = self._outputs()
-        if outputs is None:
+        """The lamp test of every output that takes part (as holding the button does)."""
+        mgr = self._outputs()
+        if mgr is None:
             log.warning("MQTT: lamp test requested but no outputs are configured")
             return
-        self._call_outputs(outputs, ("lamp_test",), "mqtt")
+        mgr.lamp_test()
+        self._outputs_state()
 
     def _cmd_siren(self, name: str, payload: str) -> None:
-        outputs = self._outputs()
-        if outputs is None:
-            log.warning("MQTT: siren command but no outputs are configured")
+        """OFF silences (acknowledge all, as the button does); ON sounds its test chirp."""
+        mgr = self._outputs()
+        out = next((o for n, o in (mgr.outputs.items() if mgr else ())
+                    if _safe(n) == name and o.config.is_audible), None)
+        if mgr is None or out is None:
+            log.warning("MQTT: no audible output %r", name)
             return
-        if payload.upper() == "OFF":
-            self._call_outputs(outputs, ("silence",), "mqtt")
-        elif payload.upper() == "ON":
-            self._call_outputs(outputs, ("unsilence",), "mqtt")
+        command = payload.upper()
+        if command == "OFF":
+            self._cmd_ack("", "")
+        elif command == "ON":
+            mgr.lamp_test([out.name])
         else:
             log.warning("MQTT: siren %s: expected ON or OFF, got %r", name, payload[:40])
         self._outputs_state()
-
-    def _call_outputs(self, outputs: Any, names: tuple[str, ...], *args: Any) -> None:
-        for attr in names:
-            fn = getattr(outputs, attr, None)
-            if fn is not None:
-                out = fn(*args)
-                if asyncio.iscoroutine(out):
-                    assert self._loop is not None
-                    self._loop.create_task(out)
-                return
-        log.warning("MQTT: the outputs component has no %s()", "/".join(names))
 
     # ------------------------------------------------------------------ discovery
 
@@ -471,7 +491,6 @@ class Mqtt:
         return {
             "name": name,
             "unique_id": f"pingr_{self.node}_{object_id}",
-            "object_id": f"pingr_{self.node}_{object_id}",
             "availability_topic": self.topic("status"),
             "payload_available": ONLINE,
             "payload_not_available": OFFLINE,
@@ -499,24 +518,35 @@ class Mqtt:
         for tid, state in self.app.monitor.states.items():
             oid = f"target_{_safe(tid)}"
             topic = self.topic("target", _safe(tid))
+            # pending/paused are neither: "None" makes the entity's state unknown.
+            if state.target.pk > 0:  # a probed target: is it reachable?
+                kind, template = "connectivity", (
+                    "{{ 'ON' if value_json.state == 'up' else ('OFF' if "
+                    "value_json.state in ['down', 'unreachable'] else 'None') }}")
+            else:  # a collector's threshold (CPU, disk, a container): is there a problem?
+                kind, template = "problem", (
+                    "{{ 'ON' if value_json.state in ['down', 'unreachable'] else ('OFF' if "
+                    "value_json.state == 'up' else 'None') }}")
             out[self._config_topic("binary_sensor", oid)] = self._entity(
-                oid, state.target.name, device_class="connectivity", state_topic=topic,
-                # pending/paused are neither: "None" makes the entity's state unknown.
-                value_template="{{ 'ON' if value_json.state == 'up' else ('OFF' if "
-                               "value_json.state in ['down', 'unreachable'] else 'None') }}",
-                payload_on="ON", payload_off="OFF", json_attributes_topic=topic)
+                oid, state.target.name, device_class=kind, state_topic=topic,
+                value_template=template, payload_on="ON", payload_off="OFF",
+                json_attributes_topic=topic)
         outputs = self._outputs()
         if outputs is not None:
             out[self._config_topic("button", "lamp_test")] = self._entity(
                 "lamp_test", "Lamp test", command_topic=self.topic("cmd", "lamp_test"),
                 payload_press="PRESS", icon="mdi:lightbulb-on")
-            for name in audible_outputs(outputs):
+            for name, output in outputs.outputs.items():
+                if not output.config.is_audible or output.config.type in ("tower", "rgb_led"):
+                    continue
                 oid = f"siren_{_safe(name)}"
                 out[self._config_topic("siren", oid)] = self._entity(
                     oid, name, command_topic=self.topic("cmd", "siren", _safe(name)),
                     state_topic=self.topic("output", _safe(name)),
+                    state_value_template="{{ 'ON' if value_json.on else 'OFF' }}",
                     payload_on="ON", payload_off="OFF", state_on="ON", state_off="OFF",
-                    optimistic=False, support_duration=False, support_volume_set=False)
+                    optimistic=False, support_duration=False, support_volume_set=False,
+                    json_attributes_topic=self.topic("output", _safe(name)))
         return out
 
     def _discover_target(self, target_id: str) -> None:
@@ -527,19 +557,6 @@ class Mqtt:
         for topic, payload in self.discovery_messages().items():
             self._put(topic, json.dumps(payload, sort_keys=True))
 
-
-def outputs_states(outputs: Any) -> dict[str, bool]:
-    """Output name -> on/off from the outputs component."""
-    states = getattr(outputs, "states", None)
-    value = states() if callable(states) else states
-    return {str(k): bool(v) for k, v in dict(value or {}).items()}
-
-
-def audible_outputs(outputs: Any) -> list[str]:
-    """Names of the outputs that make a sound (the ones Home Assistant sees as sirens)."""
-    audible = getattr(outputs, "audible", None)
-    value = audible() if callable(audible) else audible
-    return [str(n) for n in (value or [])]
 
 
 def mqtt_component(app: App) -> Mqtt | None:

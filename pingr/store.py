@@ -358,11 +358,13 @@ class Store:
         return pages * size, (pages - free) * size
 
     def file_size(self) -> int | None:
-        """Bytes of the database file on disk (a stat, no SQL), None if it cannot be read."""
+        """Bytes the database and its WAL take on disk (a stat, no SQL), None if unreadable."""
         try:
-            return self.path.stat().st_size
+            size = self.path.stat().st_size
         except OSError:
             return None
+        wal = self.path.with_name(self.path.name + "-wal")
+        return size + (wal.stat().st_size if wal.exists() else 0)
 
     def enforce_cap(self, vacuum: bool = True) -> int:
         """Over `max_size`: remove the oldest raw results, then per-minute, then per-hour

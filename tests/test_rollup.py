@@ -24,8 +24,11 @@ def open_store(tmp_path, **kw) -> tuple[Store, object]:
 
 
 def rows(tmp_path, sql: str) -> list[tuple]:
-    with sqlite3.connect(tmp_path / "r.db") as db:
+    db = sqlite3.connect(tmp_path / "r.db")
+    try:
         return db.execute(sql).fetchall()
+    finally:
+        db.close()
 
 
 def test_minute_and_hour_aggregates_are_written_in_the_batch_transaction(tmp_path):
@@ -200,7 +203,9 @@ async def test_api_summary_daily_uptime_history_and_health(tmp_path, target_serv
 
         r = await run.client.get("/api/v1/health")
         body = r.json()
-        assert body["db_size_bytes"] == (tmp_path / "pingr.db").stat().st_size
+        files = ("pingr.db", "pingr.db-wal")
+        on_disk = sum((tmp_path / f).stat().st_size for f in files if (tmp_path / f).exists())
+        assert body["db_size_bytes"] == on_disk
         assert isinstance(body["disk_bytes_written"], int) and body["disk_bytes_written"] >= 0
         assert "disk_bytes_per_day" in body  # null until a minute has been observed
 

@@ -130,7 +130,8 @@ class HealthOut(BaseModel):
     disk_bytes_per_day: int | None = Field(
         None, description="write rate over up to the last 24 h, in bytes per day; "
         "null during the first minute")
-    db_size_bytes: int | None = Field(None, description="size of the database file")
+    db_size_bytes: int | None = Field(
+        None, description="bytes the database and its WAL take on disk")
 
 
 class AlertOut(BaseModel):

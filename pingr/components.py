@@ -29,3 +29,8 @@ from pingr.metrics import metrics_component  # noqa: E402  (after COMPONENTS: no
 from pingr.mqtt import mqtt_component  # noqa: E402
 
 COMPONENTS += [metrics_component, mqtt_component]
+
+from pingr.collectors.docker import docker_component  # noqa: E402
+from pingr.collectors.thresholds import host_component  # noqa: E402
+
+COMPONENTS += [host_component, docker_component]

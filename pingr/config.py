@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from pingr.collectors.settings import CrashLoopConfig, ThresholdsConfig
 from pingr.configbase import Duration, Strict
 from pingr.metrics import MetricsConfig
 from pingr.mqtt import MqttConfig
@@ -221,12 +222,18 @@ class DockerConfig(Strict):
 
     enabled: bool | Literal["auto"] = "auto"
     socket: str = "unix:///var/run/docker.sock"
+    monitor: Literal["labeled", "all"] = "labeled"
+    containers: list[str] = Field(default_factory=list)
+    crash_loop: CrashLoopConfig = Field(default_factory=CrashLoopConfig)
+    grace: Duration = Field(10.0, ge=0, le=3600)
+    resync: Duration = Field(60.0, ge=1, le=86400)
 
 
 class AlertsConfig(Strict):
     """Alert engine settings."""
 
     stale_factor: float = Field(3.0, ge=1.5, le=100)
+    thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
 
 
 class SchedulerConfig(Strict):

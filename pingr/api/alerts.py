@@ -51,7 +51,8 @@ def ack_all(key: KeyInfo = require("operate"), app=Depends(get_app)) -> AckOut:
     return AckOut(acknowledged=[AlertOut.of(a) for a in acked], count=len(acked))
 
 
-@router.get("/alerts/{alert_id}", response_model=AlertOut, dependencies=[require("read")],
+# `:int` so that GET /alerts/config (pingr/api/system.py) is not read as an alert id.
+@router.get("/alerts/{alert_id:int}", response_model=AlertOut, dependencies=[require("read")],
             responses=errors(404, *AUTH_ERRORS))
 def get_alert(alert_id: int, app=Depends(get_app)) -> AlertOut:
     row = app.store.alert(alert_id)

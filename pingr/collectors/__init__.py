@@ -1,0 +1,1 @@
+"""Collectors: probes whose target is the machine itself (host metrics, Pi health, Docker)."""

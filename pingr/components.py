@@ -34,3 +34,8 @@ from pingr.collectors.docker import docker_component  # noqa: E402
 from pingr.collectors.thresholds import host_component  # noqa: E402
 
 COMPONENTS += [host_component, docker_component]
+
+from pingr import events, heartbeat, notify, silence, webhooks  # noqa: E402
+
+COMPONENTS += [silence.component, events.component, heartbeat.component, notify.component,
+               webhooks.component]

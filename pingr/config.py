@@ -132,8 +132,25 @@ class HttpTarget(TargetBase):
         return value
 
 
-TargetConfig = Annotated[IcmpTarget | HttpTarget | TcpTarget, Field(discriminator="type")]
-TARGET_TYPES: dict[str, type[TargetBase]] = {"icmp": IcmpTarget, "http": HttpTarget, "tcp": TcpTarget}
+class HeartbeatTarget(TargetBase):
+    """A job that checks in at /ping/{token}; silence for period + grace means down.
+
+    `interval` is how often the deadline is checked. Without a `token` pingr generates one
+    and keeps it in the database (see GET /api/v1/heartbeats).
+    """
+
+    type: Literal["heartbeat"]
+    token: str | None = Field(None, min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    period: Duration = Field(gt=0, le=400 * 86400)
+    grace: Duration = Field(60.0, ge=0, le=400 * 86400)
+    # One missed deadline is already a fact, not a flaky probe.
+    failure_threshold: int = Field(1, ge=1, le=1000)
+
+
+TargetConfig = Annotated[IcmpTarget | HttpTarget | TcpTarget | HeartbeatTarget,
+                         Field(discriminator="type")]
+TARGET_TYPES: dict[str, type[TargetBase]] = {"icmp": IcmpTarget, "http": HttpTarget, "tcp": TcpTarget,
+                                             "heartbeat": HeartbeatTarget}
 
 
 def target_host(spec: TargetBase) -> str | None:
@@ -243,6 +260,56 @@ class SchedulerConfig(Strict):
     stagger: Duration = Field(10, ge=0, le=3600)
 
 
+NOTIFY_ON = ("alert", "recovery", "reminder")
+
+
+class NotifyChannel(Strict):
+    """One apprise URL (ntfy://, tgram://, mailto://, json:// …) and what it is told about."""
+
+    name: str = Field(min_length=1, max_length=64)
+    url: str = Field(min_length=4, max_length=2000)
+    on: list[Literal["alert", "recovery", "reminder"]] = Field(default_factory=lambda: list(NOTIFY_ON))
+    targets: list[str] = Field(default_factory=list, description="only these targets (names)")
+    tags: list[str] = Field(default_factory=list, description="only targets with one of these tags")
+
+    @field_validator("url")
+    @classmethod
+    def _apprise_url(cls, value: str) -> str:
+        from pingr.notify import check_url  # imports apprise: only when channels are configured
+
+        return check_url(value)
+
+
+class NotifySettings(Strict):
+    """When notifications go out and how failed deliveries are retried."""
+
+    reminder_interval: Duration = Field(1800, ge=0, description="0 = no reminders")
+    cooldown: Duration = Field(300, ge=0)
+    timeout: Duration = Field(10, gt=0, le=300)
+    max_concurrency: int = Field(4, ge=1, le=100)
+    retry_base: Duration = Field(30, gt=0, le=86400)
+    retry_max: Duration = Field(3600, gt=0, le=7 * 86400)
+    max_attempts: int = Field(8, ge=1, le=100)
+    queue_size: int = Field(200, ge=1, le=100_000)
+    log_size: int = Field(1000, ge=10, le=1_000_000)
+
+
+class PushConfig(Strict):
+    """Limits of the public heartbeat endpoints (/ping/{token}, /api/v1/push/{token})."""
+
+    per_token_per_minute: int = Field(60, ge=1, le=100_000)
+    per_ip_per_minute: int = Field(300, ge=1, le=100_000)
+    max_body: int = Field(10_000, ge=0, le=10_000_000, description="bytes")
+
+
+class EventsConfig(Strict):
+    """The Server-Sent Events stream (GET /api/v1/events)."""
+
+    queue_size: int = Field(256, ge=1, le=100_000)
+    keepalive: Duration = Field(15, ge=0.05, le=3600)
+    max_clients: int = Field(32, ge=1, le=10_000)
+
+
 class Config(Strict):
     """The whole of pingr.yaml."""
 
@@ -257,6 +324,10 @@ class Config(Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     targets: list[TargetConfig] = Field(default_factory=list)
+    notify: list[NotifyChannel] = Field(default_factory=list)
+    notify_settings: NotifySettings = Field(default_factory=NotifySettings)
+    push: PushConfig = Field(default_factory=PushConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     @field_validator("targets")
     @classmethod
@@ -268,6 +339,15 @@ class Config(Strict):
             seen.add(target.name)
         check_dependencies({t.name: t.depends_on for t in targets})
         return targets
+
+    @field_validator("notify")
+    @classmethod
+    def _unique_channels(cls, channels: list[NotifyChannel]) -> list[NotifyChannel]:
+        names = [c.name for c in channels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate channel name {dupes[0]!r}")
+        return channels
 
     def effective_targets(self) -> list[TargetBase]:
         """Configured targets, or the loopback-only built-in defaults when there are none."""

@@ -71,6 +71,7 @@ class Snapshot:
     unreachable: tuple[str, ...]
     statuses: dict[str, str]
     tags: dict[str, tuple[str, ...]]
+    silenced: tuple[str, ...] = ()  # down but muted by a silence: not failing, no sound
 
 
 Listener = Callable[[Event], None]
@@ -87,6 +88,8 @@ class Monitor:
         self.by_name: dict[str, str] = {}
         self.listeners: list[Listener] = []
         self.result_listeners: list[Callable[[Target, Result], None]] = []
+        #: Set by the silences component: is this target muted right now?
+        self.silenced: Callable[[Target], bool] = lambda target: False
         self.started_ms = clock_ms()
         self.last_result_ms: int | None = None
         self.stale = False
@@ -324,6 +327,14 @@ class Monitor:
         self._changed_ms = self.clock_ms()
         self._snapshot = None
 
+    def refresh(self) -> None:
+        """Rebuild the snapshot on next read (something outside the monitor, e.g. a silence, changed)."""
+        self._touch()
+
+    def emit(self, event: Event) -> None:
+        """Tell every listener about an event that did not come from a result (heartbeats, silences)."""
+        self._emit(event)
+
     def _emit(self, event: Event) -> None:
         for listener in list(self.listeners):
             try:
@@ -335,7 +346,7 @@ class Monitor:
         """The current state, rebuilt only after something changed."""
         if self._snapshot is not None:
             return self._snapshot
-        failing, degraded, acked, unreachable = [], [], [], []
+        failing, degraded, acked, unreachable, silenced = [], [], [], [], []
         statuses: dict[str, str] = {}
         tags: dict[str, tuple[str, ...]] = {}
         for state in self.states.values():
@@ -345,7 +356,9 @@ class Monitor:
             if not target.enabled:
                 continue
             if state.status == DOWN:
-                if state.acknowledged:
+                if self.silenced(target):
+                    silenced.append(target.name)
+                elif state.acknowledged:
                     acked.append(target.name)
                 else:
                     failing.append(
@@ -369,6 +382,7 @@ class Monitor:
             unreachable=tuple(unreachable),
             statuses=statuses,
             tags=tags,
+            silenced=tuple(silenced),
         )
         return self._snapshot
 
@@ -389,6 +403,8 @@ class Monitor:
         }
         if snap.acknowledged:
             body["acknowledged"] = list(snap.acknowledged)
+        if snap.silenced:
+            body["silenced"] = list(snap.silenced)
         if snap.unreachable:
             body["unreachable"] = list(snap.unreachable)
         raw = json.dumps(body, separators=(",", ":")).encode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from pingr import heartbeat
 from pingr.models import Result, Target
 from pingr.probes import http, icmp, tcp
 from pingr.probes.context import ProbeContext
@@ -11,6 +12,7 @@ from pingr.probes.context import ProbeContext
 Probe = Callable[[Target, ProbeContext], Awaitable[Result]]
 
 #: type name -> probe coroutine. A new probe type is one module and one line here.
-PROBES: dict[str, Probe] = {"icmp": icmp.run, "http": http.run, "tcp": tcp.run}
+PROBES: dict[str, Probe] = {"icmp": icmp.run, "http": http.run, "tcp": tcp.run,
+                            "heartbeat": heartbeat.run}
 
 __all__ = ["PROBES", "Probe", "ProbeContext"]

@@ -1,0 +1,181 @@
+"""Outgoing webhooks: events POSTed as JSON, signed with HMAC-SHA256 of the raw body."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from sqlmodel import delete, select
+
+from pingr.monitor import Event
+from pingr.notify_models import WebhookRow
+
+if TYPE_CHECKING:
+    from pingr.app import App
+
+log = logging.getLogger(__name__)
+
+#: Events a webhook can subscribe to ("*" = all of them). Per-result events are left out on
+#: purpose: one POST per probe would be a flood; use the SSE stream for those.
+WEBHOOK_EVENTS = (
+    "target.down", "target.up", "target.unreachable", "target.paused", "target.deleted",
+    "alert.acknowledged", "monitor.stale", "monitor.fresh", "heartbeat.pinged",
+    "heartbeat.missed", "silence.changed",
+)
+SIGNATURE_HEADER = "X-Pingr-Signature"
+TIMESTAMP_HEADER = "X-Pingr-Timestamp"
+#: Attempts per event before it is given up (webhooks are for machines that are usually up).
+ATTEMPTS = 3
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The X-Pingr-Signature value: `sha256=` + hex HMAC-SHA256 of the raw body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+class Webhooks:
+    """Delivers monitor events to the registered webhooks, each POST signed and time-stamped."""
+
+    name = "webhooks"
+
+    def __init__(self, app: App, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        from pingr.api import webhooks as api_webhooks
+
+        self.app = app
+        self.settings = app.config.notify_settings
+        self.routers = [api_webhooks.router]
+        self.hooks: dict[int, dict[str, Any]] = {}
+        self.transport = transport
+        self.client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sem: asyncio.Semaphore | None = None
+
+    async def start(self) -> None:
+        from pingr import __version__
+
+        with self.app.store.session() as s:
+            self.hooks = {r.id: r.model_dump() for r in s.exec(select(WebhookRow)).all()
+                          if r.id is not None}
+        self.client = httpx.AsyncClient(
+            transport=self.transport, timeout=httpx.Timeout(self.settings.timeout),
+            headers={"User-Agent": f"pingr/{__version__}"}, follow_redirects=False,
+            trust_env=False)
+        self._sem = asyncio.Semaphore(self.settings.max_concurrency)
+        self.app.monitor.listeners.append(self._on_event)
+
+    async def stop(self) -> None:
+        if self._on_event in self.app.monitor.listeners:
+            self.app.monitor.listeners.remove(self._on_event)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.aclose()
+
+    def _on_event(self, event: Event) -> None:
+        if event.type not in WEBHOOK_EVENTS or not self.hooks:
+            return
+        from pingr.events import event_payload
+
+        payload = event_payload(event)
+        for hook in self.hooks.values():
+            if hook["enabled"] and ("*" in hook["events"] or event.type in hook["events"]):
+                task = asyncio.get_running_loop().create_task(self.deliver(hook, event.type, payload))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def body(self, event_type: str, payload: dict[str, Any], sent_at: int) -> bytes:
+        """The exact bytes that are signed and sent. `sent_at` repeats the timestamp header
+        inside the signed body, so a captured request cannot be replayed with a new header."""
+        return json.dumps({"event": event_type, "sent_at": sent_at, "delivery": str(uuid.uuid4()),
+                           "payload": payload}, separators=(",", ":")).encode()
+
+    async def deliver(self, hook: dict[str, Any], event_type: str,
+                      payload: dict[str, Any]) -> dict[str, Any]:
+        """POST one event, retrying with back-off; returns {ok, status, error}."""
+        assert self.client is not None and self._sem is not None
+        status: int | None = None
+        error: str | None = None
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(min(self.settings.retry_base * 2 ** (attempt - 1), 60))
+            sent_at = self.app.clock_ms() // 1000
+            raw = self.body(event_type, payload, sent_at)
+            headers = {"Content-Type": "application/json", "X-Pingr-Event": event_type,
+                       TIMESTAMP_HEADER: str(sent_at), SIGNATURE_HEADER: sign(hook["secret"], raw)}
+            try:
+                async with self._sem:
+                    response = await self.client.post(hook["url"], content=raw, headers=headers)
+                status, error = response.status_code, None
+                if response.is_success:
+                    break
+                error = f"HTTP {status}"
+            except httpx.HTTPError as exc:
+                status, error = None, f"{type(exc).__name__}: {exc}"[:300]
+        ok = error is None
+        if not ok:
+            log.warning("webhook %r: %s could not be delivered: %s", hook["name"], event_type, error)
+        await self._record(hook["id"], status, error)
+        return {"ok": ok, "status": status, "error": error}
+
+    async def _record(self, hook_id: int, status: int | None, error: str | None) -> None:
+        now = self.app.clock_ms()
+        hook = self.hooks.get(hook_id)
+        if hook is None:
+            return
+        hook.update(last_sent_at=now, last_status=status, last_error=error)
+
+        def work(s: Any) -> None:
+            row = s.get(WebhookRow, hook_id)
+            if row is not None:
+                row.last_sent_at, row.last_status, row.last_error = now, status, error
+                s.add(row)
+
+        await self.app.store.write(work)
+
+    # ------------------------------------------------------------------ API operations
+
+    async def create(self, name: str, url: str, events: list[str], secret: str | None) -> dict[str, Any]:
+        now = self.app.clock_ms()
+
+        def work(s: Any) -> dict[str, Any]:
+            if s.exec(select(WebhookRow).where(WebhookRow.name == name)).first() is not None:
+                raise FileExistsError(f"a webhook named {name!r} already exists")
+            row = WebhookRow(name=name, url=url, secret=secret or new_secret(), events=events,
+                             created_at=now)
+            s.add(row)
+            s.flush()
+            return row.model_dump()
+
+        hook = await self.app.store.write(work)
+        self.hooks[hook["id"]] = hook
+        log.info("webhook %r added", name)
+        return hook
+
+    async def delete(self, hook_id: int) -> bool:
+        hook = self.hooks.pop(hook_id, None)
+        if hook is None:
+            return False
+        await self.app.store.write(lambda s: s.exec(delete(WebhookRow).where(WebhookRow.id == hook_id)))
+        log.info("webhook %r deleted", hook["name"])
+        return True
+
+    async def test(self, hook: dict[str, Any]) -> dict[str, Any]:
+        payload = {"type": "webhook.test", "message": "test delivery from pingr"}
+        return await self.deliver(hook, "webhook.test", payload)
+
+
+def component(app: App) -> Webhooks:
+    """Factory for pingr.components."""
+    return Webhooks(app)

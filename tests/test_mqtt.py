@@ -392,3 +392,62 @@ async def test_last_will_on_sigkill(tmp_path, broker, recorder):
             proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
 
+
+
+async def test_siren_and_lamp_test_through_the_outputs(tmp_path, broker, recorder,
+                                                       target_server):
+    """Home Assistant's siren and Lamp test entities drive the real outputs component
+    (gpiozero MockFactory pins) through the same calls as the button and the API."""
+    siren_pin, beacon_pin = 5, 26
+    cfg = make_config(tmp_path, mqtt=mqtt_config(broker), targets=[
+        {"name": "web", "type": "http", "url": target_server.url, "interval": "1s",
+         "failure_threshold": 1}], hardware={
+        "backend": "mock",
+        "lamp_test": {"at_start": False, "duration": "400ms", "chirp": "100ms"},
+        "outputs": [{"name": "siren", "type": "buzzer", "pin": siren_pin},
+                    {"name": "beacon", "type": "relay", "pin": beacon_pin}],
+    })
+    base = "pingr/testpi"
+    async with running_app(cfg) as run:
+        mgr = next(c for c in run.app.components if c.name == "outputs")
+        pin = mgr.backend.factory.pin
+        await run.wait_for(lambda: len(discovery(recorder, "testpi")) ==
+                           5 + len(run.app.monitor.states))
+        await run.wait_for(lambda: all("configuration_url" in c["device"]
+                                       for c in discovery(recorder, "testpi").values()))
+        configs = discovery(recorder, "testpi")
+        for topic, config in configs.items():
+            check_discovery(topic, config, "testpi", base)
+        siren = configs["homeassistant/siren/testpi/siren_siren/config"]
+        lamp = configs["homeassistant/button/testpi/lamp_test/config"]
+        assert siren["name"] == "siren" and lamp["name"] == "Lamp test"
+        assert not any("beacon" in t for t in configs)  # a relay is not a siren
+        out_topic = f"{base}/output/siren"
+        assert siren["state_topic"] == out_topic
+        off = json.loads(await recorder.wait(out_topic))
+        assert render(siren["state_value_template"], off) == "OFF"
+
+        target_server.behaviour.status = 500
+        on = json.loads(await recorder.wait(out_topic, lambda p: json.loads(p)["on"]))
+        assert render(siren["state_value_template"], on) == "ON"
+        await run.wait_for(lambda: pin(siren_pin).state == 1)
+        assert json.loads(await recorder.wait(f"{base}/output/beacon"))["active"] is True
+
+        # Home Assistant: siren.turn_off = silence, i.e. acknowledge (the button's path).
+        recorder.publish(siren["command_topic"], siren["payload_off"])
+        silenced = json.loads(await recorder.wait(
+            out_topic, lambda p: json.loads(p)["silenced_by"] == "acknowledged"))
+        assert silenced["on"] is False and silenced["active"] is True
+        await run.wait_for(lambda: pin(siren_pin).state == 0)
+        assert pin(beacon_pin).state == 1  # visual outputs stay on after an acknowledge
+        alerts = (await run.client.get("/api/v1/alerts", params={"state": "open"})).json()
+        assert [a["acknowledged_by"] for a in alerts] == ["mqtt"]
+
+        # siren.turn_on = its test chirp; the Lamp test button tests every output.
+        recorder.publish(siren["command_topic"], siren["payload_on"])
+        await recorder.wait(out_topic, lambda p: json.loads(p)["testing"])
+        await run.wait_for(lambda: not mgr.testing("siren"))
+        recorder.publish(lamp["command_topic"], lamp["payload_press"])
+        await run.wait_for(lambda: mgr.testing("beacon") and mgr.testing("siren"), timeout=5)
+        await run.wait_for(lambda: not mgr.testing("beacon"))
+        await recorder.wait(out_topic, lambda p: not json.loads(p)["testing"])

@@ -54,11 +54,8 @@ def create_api(app: App, fast_path: bool = True) -> Any:
         api.include_router(router, prefix=PREFIX)
     for router in app.extra_routers:
         api.include_router(router, prefix=PREFIX)
-    for component in app.components:
-        # Public endpoints outside /api/v1 (heartbeat pings: /ping/{token}).
-        for router in getattr(component, "root_routers", ()):
-            api.include_router(router)
-    # Routers a component serves at the root, such as /metrics where scrapers look for it.
+    # Routers a component serves at the root: heartbeat pings (/ping/{token}), and /metrics
+    # where scrapers look for it.
     for component in app.components:
         for router in getattr(component, "root_routers", ()):
             api.include_router(router)
@@ -93,11 +90,7 @@ def create_api(app: App, fast_path: bool = True) -> Any:
         comps.setdefault("schemas", {}).setdefault(
             "ErrorOut", {"type": "object", "properties": {"detail": {"type": "string"}},
                          "required": ["detail"], "title": "ErrorOut"})
-        comps["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
-        for url, path in schema.get("paths", {}).items():
-            if url != PREFIX + "/health" and not url.startswith(("/ping", PREFIX + "/push/")):
-                for op in path.values():
-                    op["security"] = [{"ApiKey": []}]
+
         api.openapi_schema = schema
         return schema
 

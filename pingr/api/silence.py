@@ -93,10 +93,10 @@ async def create_silence(body: SilenceIn, key: KeyInfo = require("operate"),
         ends = starts + round(seconds * 1000)
     else:
         ends = _time("ends_at", body.ends_at or "")
-    if ends <= starts:
-        raise HTTPException(400, "ends_at must be after starts_at")
     if ends <= now:
         raise HTTPException(400, "ends_at is in the past")
+    if ends <= starts:
+        raise HTTPException(400, "ends_at must be after starts_at")
     row = await silences(app).create(targets=body.targets, tags=body.tags, starts_at=starts,
                                      ends_at=ends, comment=body.comment, by=key.name)
     return out(row, app.clock_ms())

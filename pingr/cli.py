@@ -181,6 +181,20 @@ def cmd_keys(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_gpio_test(args: argparse.Namespace) -> int:
+    from pingr.outputs.cli import gpio_test
+    from pingr.timeutil import parse_duration
+
+    config = _load(args.config)
+    _setup_logging(config.log_level)
+    try:
+        duration = parse_duration(args.duration) if args.duration else None
+    except ValueError as exc:
+        print(f"pingr: --duration: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(gpio_test(config.hardware, args.name, duration))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pingr", description="Monitoring appliance: "
                                      "probes, alerts, and the relay/siren/LED that shows them.")
@@ -211,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = ksub.add_parser(action, help=f"{action} a key by name")
         p.add_argument("name")
     keys.set_defaults(func=cmd_keys)
+
+    gpio = sub.add_parser("gpio", help="GPIO outputs (hardware: in the config)")
+    gsub = gpio.add_subparsers(dest="action", required=True)
+    gtest = gsub.add_parser("test", help="exercise every output (or NAME) in turn")
+    gtest.add_argument("name", nargs="?", help="only this output")
+    gtest.add_argument("--config", "-c", help="config file (default: $PINGR_CONFIG)")
+    gtest.add_argument("--duration", help="how long each output stays on, e.g. 3s "
+                       "(default: hardware.lamp_test.duration)")
+    gtest.set_defaults(func=cmd_gpio_test)
     return parser
 
 

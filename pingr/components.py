@@ -30,6 +30,10 @@ from pingr.mqtt import mqtt_component  # noqa: E402
 
 COMPONENTS += [metrics_component, mqtt_component]
 
+from pingr.outputs.manager import create as outputs_component  # noqa: E402
+
+COMPONENTS.append(outputs_component)
+
 from pingr.collectors.docker import docker_component  # noqa: E402
 from pingr.collectors.thresholds import host_component  # noqa: E402
 

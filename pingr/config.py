@@ -23,6 +23,7 @@ from pingr.collectors.settings import CrashLoopConfig, ThresholdsConfig
 from pingr.configbase import Duration, Strict
 from pingr.metrics import MetricsConfig
 from pingr.mqtt import MqttConfig
+from pingr.outputs.config import HardwareConfig, located
 from pingr.timeutil import parse_duration
 
 DEFAULT_PORT = 9009
@@ -323,6 +324,7 @@ class Config(Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     targets: list[TargetConfig] = Field(default_factory=list)
     notify: list[NotifyChannel] = Field(default_factory=list)
     notify_settings: NotifySettings = Field(default_factory=NotifySettings)
@@ -348,6 +350,15 @@ class Config(Strict):
         if dupes:
             raise ValueError(f"duplicate channel name {dupes[0]!r}")
         return channels
+
+    @model_validator(mode="after")
+    def _hardware_selectors(self) -> Config:
+        # Only against configured targets: with none, targets come from the API at run time.
+        names = {t.name for t in self.targets}
+        for loc, name in self.hardware.selector_targets() if names else ():
+            if name not in names:
+                raise located(("hardware", *loc), f"output selector names unknown target {name!r}")
+        return self
 
     def effective_targets(self) -> list[TargetBase]:
         """Configured targets, or the loopback-only built-in defaults when there are none."""

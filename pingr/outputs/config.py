@@ -1,0 +1,453 @@
+"""The `hardware:` section of pingr.yaml: outputs, buttons, backend, board profile, quiet hours."""
+
+from __future__ import annotations
+
+import re
+from datetime import time as dtime
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from pingr.configbase import Duration, Strict
+from pingr.outputs.boards import BoardProfile, board_names, load_board
+
+#: BCM numbers of the 40-pin header's GPIO lines.
+MAX_BCM = 27
+OUTPUT_TYPES = ("relay", "led", "buzzer", "rgb_led", "tower")
+#: What can drive a single-channel output (besides a target selector).
+WHEN = ("alert", "ok", "stale", "degraded", "healthy", "heartbeat")
+#: The states a tower or RGB LED shows, highest priority first.
+STATES = ("stale", "unhealthy", "alert", "acknowledged", "degraded", "ok")
+TOWER_COLORS = ("green", "amber", "red")
+RGB_NAMES: dict[str, tuple[float, float, float]] = {
+    "off": (0, 0, 0), "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1),
+    "amber": (1, 0.5, 0), "orange": (1, 0.3, 0), "yellow": (1, 1, 0), "white": (1, 1, 1),
+    "cyan": (0, 1, 1), "magenta": (1, 0, 1), "purple": (0.5, 0, 1),
+}
+_NOTE = re.compile(r"^[A-G][#b]?[0-9]$")
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+_QUIET = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def located(loc: tuple[Any, ...], message: str, value: Any = None) -> ValidationError:
+    """A validation error at `loc` below the model raising it, so the loader can show line:col."""
+    return ValidationError.from_exception_data("hardware", [InitErrorDetails(
+        type=PydanticCustomError("hardware", message), loc=loc, input=value)])
+
+
+def parse_quiet_hours(value: str) -> tuple[dtime, dtime]:
+    """`22:00-07:00` -> (start, end); the range may cross midnight."""
+    match = _QUIET.match(value)
+    if not match:
+        raise ValueError(f"invalid quiet_hours {value!r}: use HH:MM-HH:MM, e.g. 22:00-07:00")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        start, end = dtime(h1, m1), dtime(h2, m2)
+    except ValueError:
+        raise ValueError(f"invalid quiet_hours {value!r}: hours 0-23, minutes 0-59") from None
+    if start == end:
+        raise ValueError(f"quiet_hours {value!r} starts and ends at the same time")
+    return start, end
+
+
+def in_quiet_hours(span: tuple[dtime, dtime], now: dtime) -> bool:
+    """True when local time `now` falls inside [start, end), wrapping past midnight."""
+    start, end = span
+    return start <= now < end if start < end else (now >= start or now < end)
+
+
+def pin_number(value: int | str) -> int | None:
+    """17, "17", "GPIO17" or "BCM17" -> 17; None for a name (a board channel)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = value.strip().upper()
+    for prefix in ("GPIO", "BCM"):
+        text = text.removeprefix(prefix)
+    return int(text) if text.isdigit() else None
+
+
+def _yaml_bool_word(value: Any) -> Any:
+    """YAML 1.1 turns bare on/off into True/False; give the words back."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+class PatternConfig(Strict):
+    """How an active output shows itself: steady, blink, pulse (PWM) or beep bursts."""
+
+    type: Literal["steady", "blink", "pulse", "beep"] = "steady"
+    on: Duration = Field(0.5, gt=0, le=3600, description="blink/beep: on time")
+    off: Duration = Field(0.5, gt=0, le=3600, description="blink/beep: off time")
+    count: int = Field(3, ge=1, le=1000, description="beep: beeps per burst")
+    repeat: Duration | None = Field(None, gt=0, le=86400,
+                                    description="beep: a burst starts every `repeat`; none = once")
+    fade_in: Duration = Field(1.0, gt=0, le=60, description="pulse: rise time")
+    fade_out: Duration = Field(1.0, gt=0, le=60, description="pulse: fall time")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"type": data}
+        if isinstance(data, dict):
+            # YAML 1.1 reads the bare keys `on:` and `off:` as booleans.
+            return {_yaml_bool_word(k): v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _fields_fit_type(self) -> PatternConfig:
+        allowed = {"steady": set(), "blink": {"on", "off"},
+                   "beep": {"on", "off", "count", "repeat"},
+                   "pulse": {"fade_in", "fade_out"}}[self.type]
+        for extra in sorted(self.model_fields_set - allowed - {"type"}):
+            raise located((extra,), f"{extra!r} does not apply to a {self.type} pattern")
+        burst = self.count * (self.on + self.off)
+        if self.type == "beep" and self.repeat is not None and self.repeat < burst:
+            raise located(("repeat",), f"repeat ({self.repeat:g}s) is shorter than one burst of "
+                          f"{self.count} beeps ({burst:g}s)")
+        return self
+
+    def key(self) -> tuple[Any, ...]:
+        """Hashable identity: the same pattern keeps running instead of restarting."""
+        return (self.type, self.on, self.off, self.count, self.repeat, self.fade_in, self.fade_out)
+
+
+class SelectorConfig(Strict):
+    """Drive an output from some targets only: any of these names, or any target with these tags."""
+
+    targets: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SelectorConfig:
+        if not self.targets and not self.tags:
+            raise ValueError("a selector needs `targets` or `tags`")
+        return self
+
+    def matches(self, name: str, tags: tuple[str, ...]) -> bool:
+        return name in self.targets or any(t in self.tags for t in tags)
+
+
+class LookConfig(Strict):
+    """What a tower or RGB LED shows in one state: a colour and a pattern."""
+
+    color: str
+    pattern: PatternConfig = Field(default_factory=PatternConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"color": data} if isinstance(data, str) else data
+
+
+def _look(color: str, pattern: str = "steady") -> LookConfig:
+    return LookConfig(color=color, pattern=PatternConfig(type=pattern))  # type: ignore[arg-type]
+
+
+#: green = all up, amber = failures below threshold or acknowledged alerts, red = alert,
+#: amber blinking = the monitor is stale or the appliance unhealthy.
+DEFAULT_LOOKS = {
+    "ok": _look("green"), "degraded": _look("amber"), "acknowledged": _look("amber"),
+    "alert": _look("red"), "stale": _look("amber", "blink"), "unhealthy": _look("amber", "blink"),
+}
+
+
+class OutputConfig(Strict):
+    """One physical output: a relay, an LED, a buzzer, an RGB LED or a stack light (tower)."""
+
+    name: str = Field(min_length=1, max_length=60)
+    type: Literal["relay", "led", "buzzer", "rgb_led", "tower"]
+    pin: int | str | None = Field(None, description="BCM number, GPIOnn, or a board channel name")
+    pins: dict[str, int | str] | None = Field(
+        None, description="tower: green/amber/red; rgb_led: red/green/blue")
+    active_high: bool | None = Field(None, description="false for active-low relay modules; "
+                                     "default: the board profile's, else true")
+    when: str | SelectorConfig | None = Field(
+        None, description="alert (default), ok, stale, degraded, healthy, heartbeat, or "
+        "{targets: [...], tags: [...]}; towers and RGB LEDs show every state instead")
+    pattern: PatternConfig | None = None
+    colors: dict[str, LookConfig] | None = Field(None, description="tower/rgb_led: state -> look")
+    audible: bool | None = Field(None, description="silenced by acknowledgement and quiet hours; "
+                                 "default: true for buzzers")
+    quiet_hours: str | None = Field(None, description="HH:MM-HH:MM, or 'none'; "
+                                    "default: hardware.quiet_hours")
+    safe_state: Literal["off", "on"] = "off"
+
+    _safe_word = field_validator("safe_state", mode="before")(
+        classmethod(lambda cls, v: _yaml_bool_word(v)))
+    tone: float | str | None = Field(None, description="buzzer: Hz or a note such as A4")
+    pwm: bool | None = Field(None, description="led: dimmable (PWMLED); rgb_led: default true")
+    lamp_test: bool = Field(True, description="take part in the lamp test")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value or "/" in value:
+            raise ValueError("name must not be blank or contain '/'")
+        return value
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _when(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in WHEN:
+            raise ValueError(f"unknown when {value!r}: use one of {', '.join(WHEN)} or a selector "
+                             "{targets: [...], tags: [...]}")
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() != "none":
+            parse_quiet_hours(value)
+        return value
+
+    @field_validator("tone")
+    @classmethod
+    def _tone(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str) and not _NOTE.match(value):
+            raise ValueError(f"invalid tone {value!r}: a frequency in Hz or a note such as A4")
+        if isinstance(value, float | int) and not 20 <= value <= 20000:
+            raise ValueError("tone must be between 20 and 20000 Hz")
+        return value
+
+    @model_validator(mode="after")
+    def _combination(self) -> OutputConfig:
+        multi = self.type in ("tower", "rgb_led")
+        if multi:
+            roles = TOWER_COLORS if self.type == "tower" else ("red", "green", "blue")
+            if self.pin is not None:
+                raise located(("pin",), f"a {self.type} has several pins: give `pins:` "
+                              f"with {', '.join(roles)}")
+            if not self.pins:
+                raise located(("pins",), f"a {self.type} needs `pins:` with {', '.join(roles)}")
+            for role in self.pins:
+                if role not in roles:
+                    raise located(("pins", role), f"unknown {self.type} pin {role!r}: use "
+                                  f"{', '.join(roles)}")
+            if self.type == "rgb_led" and len(self.pins) != 3:
+                raise located(("pins",), "an rgb_led needs all three pins: red, green, blue")
+            for field in ("when", "pattern"):
+                if getattr(self, field) is not None:
+                    raise located((field,), f"a {self.type} shows every state; set per-state "
+                                  "looks under `colors:` instead")
+            for state, look in (self.colors or {}).items():
+                if state not in STATES:
+                    raise located(("colors", state), f"unknown state {state!r}: use "
+                                  f"{', '.join(STATES)}")
+                self._check_color(state, look)
+        else:
+            if self.pins is not None:
+                raise located(("pins",), f"a {self.type} has one pin: use `pin:`")
+            if self.pin is None:
+                raise located(("pin",), f"a {self.type} needs a `pin:`")
+            if self.colors is not None:
+                raise located(("colors",), "`colors` applies to towers and RGB LEDs only")
+        if self.tone is not None and self.type != "buzzer":
+            raise located(("tone",), "`tone` applies to buzzers only")
+        if self.pwm is not None and self.type not in ("led", "rgb_led"):
+            raise located(("pwm",), "`pwm` applies to LEDs and RGB LEDs only")
+        if self.when in ("healthy", "heartbeat"):
+            if self.is_audible:
+                raise located(("audible",), f"a {self.when} output cannot be audible: "
+                              "an acknowledgement must never silence it")
+            if self.safe_state == "on":
+                raise located(("safe_state",), f"a {self.when} output must be off when pingr "
+                              "stops: that is the alarm it exists for")
+        if self.when == "heartbeat" and self.pattern is not None and self.pattern.type != "blink":
+            raise located(("pattern",), "a heartbeat toggles: its pattern is a blink "
+                          "(on/off times)")
+        if self.pattern is not None:
+            self._check_pattern(self.pattern, ("pattern",))
+        if self.quiet_hours is not None and not self.is_audible:
+            raise located(("quiet_hours",), "quiet hours mute audible outputs only; "
+                          "set `audible: true` or remove quiet_hours")
+        return self
+
+    def _check_pattern(self, pattern: PatternConfig, loc: tuple[Any, ...]) -> None:
+        if pattern.type == "pulse" and not self.dimmable:
+            raise located(loc, f"a pulse needs PWM: a {self.type} cannot fade"
+                          + (" (set `pwm: true`)" if self.type == "led" else ""))
+
+    def _check_color(self, state: str, look: LookConfig) -> None:
+        if self.type == "tower":
+            parts = [p.strip() for p in look.color.split("+")]
+            for part in parts:
+                if part not in (*TOWER_COLORS, "off"):
+                    raise located(("colors", state, "color"), f"unknown tower colour {part!r}: "
+                                  "use green, amber, red, off or a combination such as red+amber")
+                if part != "off" and part not in (self.pins or {}):
+                    raise located(("colors", state, "color"), f"this tower has no {part} lamp")
+        elif look.color not in RGB_NAMES and not _HEX.match(look.color):
+            raise located(("colors", state, "color"), f"unknown colour {look.color!r}: use "
+                          f"{', '.join(RGB_NAMES)} or #rrggbb")
+        self._check_pattern(look.pattern, ("colors", state, "pattern"))
+
+    @property
+    def is_audible(self) -> bool:
+        return self.audible if self.audible is not None else self.type == "buzzer"
+
+    @property
+    def dimmable(self) -> bool:
+        if self.type == "rgb_led":
+            return self.pwm is not False
+        return self.type == "led" and bool(self.pwm)
+
+    @property
+    def drive(self) -> str | SelectorConfig:
+        """What drives a single-channel output (`alert` unless configured)."""
+        return self.when if self.when is not None else "alert"
+
+    @property
+    def effective_pattern(self) -> PatternConfig:
+        if self.pattern is not None:
+            return self.pattern
+        if self.when == "heartbeat":
+            return PatternConfig(type="blink")
+        return PatternConfig()
+
+    def look(self, state: str) -> LookConfig:
+        """The look of a tower or RGB LED in `state`."""
+        return (self.colors or {}).get(state) or DEFAULT_LOOKS[state]
+
+    def pin_map(self) -> dict[str, int]:
+        """Role -> BCM pin, after the board profile resolved channel names."""
+        if self.pins is not None:
+            return {role: int(p) for role, p in self.pins.items()}
+        return {"out": int(self.pin)}  # type: ignore[arg-type]
+
+
+class ButtonConfig(Strict):
+    """A push button: a short press acknowledges, a long hold runs the lamp test."""
+
+    name: str = Field("button", min_length=1, max_length=60)
+    pin: int | str
+    pull_up: bool = Field(True, description="true: button to GND, internal pull-up")
+    bounce: Duration = Field(0.05, ge=0, le=1, description="presses shorter than this are noise")
+    action: Literal["acknowledge", "lamp_test", "none"] = "acknowledge"
+    hold_action: Literal["lamp_test", "acknowledge", "none"] = "lamp_test"
+    hold_time: Duration = Field(2.0, ge=0.5, le=60)
+
+
+class LampTestConfig(Strict):
+    """Every lamp on for a moment, so a dead bulb is seen before it matters."""
+
+    at_start: bool = True
+    duration: Duration = Field(2.0, ge=0.05, le=60)
+    chirp: Duration = Field(0.2, ge=0, le=5, description="audible outputs sound this long; 0 = not")
+
+
+class HardwareConfig(Strict):
+    """Physical alerting through gpiozero."""
+
+    backend: str = Field("auto", description="auto, mock, or a gpiozero pin factory name "
+                         "(lgpio, rpigpio, pigpio, native)")
+    board: str | None = Field(None, description="a board profile: pins by channel name")
+    quiet_hours: str | None = Field(None, description="HH:MM-HH:MM local time: audible "
+                                    "outputs mute")
+    lamp_test: LampTestConfig = Field(default_factory=LampTestConfig)
+    outputs: list[OutputConfig] = Field(default_factory=list)
+    buttons: list[ButtonConfig] = Field(default_factory=list)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        from pingr.outputs.backend import factory_names
+
+        names = ("auto", *factory_names())
+        if value not in names:
+            raise ValueError(f"unknown backend {value!r}: use one of {', '.join(names)}")
+        return value
+
+    @field_validator("board")
+    @classmethod
+    def _board(cls, value: str | None) -> str | None:
+        if value is not None and value not in board_names():
+            raise ValueError(f"unknown board {value!r}: profiles are {', '.join(board_names())}")
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quiet_hours(value)
+        return value
+
+    @model_validator(mode="after")
+    def _pins(self) -> HardwareConfig:
+        board = load_board(self.board) if self.board else None
+        used: dict[int, str] = {}
+        names: set[str] = set()
+
+        def resolve(raw: int | str, loc: tuple[Any, ...]) -> tuple[int, bool | None]:
+            number = pin_number(raw)
+            # A board's polarity applies to its own channels, named or given by number.
+            on_board = [c for c in board.channels.values() if c.pin == number] if board else []
+            default_high = on_board[0].active_high if on_board else None
+            if number is None:
+                channel = _channel(board, str(raw), loc)
+                number, default_high = channel.pin, channel.active_high
+            if not 0 <= number <= MAX_BCM:
+                raise located(loc, f"unknown pin {raw!r}: GPIO pins are BCM 0-{MAX_BCM}", raw)
+            where = _path(loc)
+            if number in used:
+                raise located(loc, f"pin {number} is already used by {used[number]}", raw)
+            used[number] = where
+            return number, default_high
+
+        for i, out in enumerate(self.outputs):
+            if out.name in names:
+                raise located(("outputs", i, "name"), f"duplicate output name {out.name!r}")
+            names.add(out.name)
+            highs = set()
+            if out.pins is not None:
+                resolved = {}
+                for role, raw in out.pins.items():
+                    resolved[role], high = resolve(raw, ("outputs", i, "pins", role))
+                    highs.add(high)
+                out.pins = resolved
+            else:
+                assert out.pin is not None
+                out.pin, high = resolve(out.pin, ("outputs", i, "pin"))
+                highs.add(high)
+            if out.active_high is None:
+                highs.discard(None)
+                out.active_high = highs.pop() if len(highs) == 1 else True
+        buttons: set[str] = set()
+        for i, button in enumerate(self.buttons):
+            if button.name in buttons:
+                raise located(("buttons", i, "name"), f"duplicate button name {button.name!r}")
+            buttons.add(button.name)
+            button.pin, _ = resolve(button.pin, ("buttons", i, "pin"))
+        return self
+
+    def pwm_pins(self) -> list[int]:
+        """BCM pins driven with PWM: dimmable LEDs, RGB LEDs, tone buzzers."""
+        return [pin for out in self.outputs if out.dimmable or out.tone is not None
+                for pin in out.pin_map().values()]
+
+    def selector_targets(self) -> list[tuple[tuple[Any, ...], str]]:
+        """(location, target name) of every target a selector names (checked by pingr.config)."""
+        return [(("outputs", i, "when", "targets", j), name)
+                for i, out in enumerate(self.outputs) if isinstance(out.when, SelectorConfig)
+                for j, name in enumerate(out.when.targets)]
+
+
+def _channel(board: BoardProfile | None, name: str, loc: tuple[Any, ...]) -> Any:
+    if board is None:
+        raise located(loc, f"pin {name!r} is neither a BCM number nor usable as a channel name: "
+                      "set `hardware.board` to a profile that names it", name)
+    channel = board.channels.get(name)
+    if channel is None:
+        raise located(loc, f"board {board.name!r} has no channel {name!r}: it has "
+                      f"{', '.join(board.channels)}", name)
+    return channel
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = "hardware"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out

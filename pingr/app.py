@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,14 @@ from sqlmodel import select
 from pingr import __version__
 from pingr.api.auth import Authenticator, KeyRing, create_key
 from pingr.api.schemas import HealthOut
-from pingr.config import Config, TargetBase, check_dependencies, database_path, state_directory
+from pingr.config import (
+    Config,
+    TargetBase,
+    check_dependencies,
+    database_path,
+    default_targets,
+    state_directory,
+)
 from pingr.models import ApiKeyRow, Target, parse_target_spec
 from pingr.monitor import Monitor
 from pingr.probes import ProbeContext
@@ -102,7 +111,8 @@ class App:
     async def start(self) -> None:
         """Open the store, reconcile config targets, restore state, start probing."""
         self.store.open()
-        targets = self.store.reconcile(self.config.effective_targets(), self.clock_ms())
+        specs = self.config.targets or default_targets(self.port)
+        targets = self.store.reconcile(specs, self.clock_ms())
         self.targets = {t.id: t for t in targets}
         if any(t.enabled and t.spec.type == "icmp" for t in targets):
             self.ctx.icmp_privileged = detect_mode()  # raises IcmpUnavailable with the fix
@@ -152,41 +162,61 @@ class App:
                 self.heartbeat.tick()
 
     async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT: start, listen, then stop everything cleanly."""
+        """Run until SIGTERM/SIGINT: listen, start, then stop everything cleanly."""
         from pingr.api import create_api
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
+        # Bind before anything starts: a port in use is a plain error, and with port 0 the
+        # real port is known before the built-in self-probe target is made.
+        sock = self._bind()
+        self.port = sock.getsockname()[1]
+        try:
+            await self.start()
+        except BaseException:
+            sock.close()
+            await self.stop()
+            raise
         try:
             uconfig = uvicorn.Config(
-                create_api(self), host=self.config.host, port=self.config.port,
+                create_api(self), host=self.config.host, port=self.port,
                 access_log=False, log_level="warning", lifespan="off", server_header=False,
             )
             self.server = _Server(uconfig)
-            server_task = loop.create_task(self.server.serve(), name="http")
+            server_task = loop.create_task(self.server.serve(sockets=[sock]), name="http")
             stop_task = loop.create_task(self._stop.wait())
             started = loop.create_task(self._await_listening(), name="listening")
-            done, _ = await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             started.cancel()
-            if server_task in done and not self.server.started:
-                server_task.result()
-                raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
             self.server.should_exit = True
             await server_task
             stop_task.cancel()
         finally:
+            sock.close()
             await self.stop()
+
+    def _bind(self) -> socket.socket:
+        host, port = self.config.host, self.config.port
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        except ValueError:  # a host name: let the resolver pick
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        sock.set_inheritable(True)
+        return sock
 
     async def _await_listening(self) -> None:
         assert self.server is not None
         while not self.server.started:
             await asyncio.sleep(0.01)
-        sockets = [s for srv in self.server.servers for s in srv.sockets]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
         self.listening.set()
         self.sd.send(f"READY=1\nSTATUS=monitoring {sum(t.enabled for t in self.targets.values())}"
                      f" targets; API on port {self.port}")

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Depends, HTTPException, Request, Response
+from fastapi import Depends, HTTPException, Request, Response, Security
+from fastapi.security import APIKeyHeader
 from sqlmodel import Session, select
 
 from pingr.api.ratelimit import FailureWindow, TokenBucket
@@ -192,10 +193,17 @@ def key_from_headers(get: Callable[[str], Any]) -> str | None:
     return None
 
 
+#: Declares the header in OpenAPI (every route using `require` is marked as secured); the
+#: check itself is Authenticator.check, which also accepts `Authorization: Bearer`.
+API_KEY_HEADER = APIKeyHeader(name="x-api-key", auto_error=False,
+                              description="An API key; `Authorization: Bearer <key>` works too")
+
+
 def require(scope: str) -> Any:
     """A FastAPI dependency that admits keys with at least `scope` and returns the KeyInfo."""
 
-    def dependency(request: Request, response: Response) -> KeyInfo:
+    def dependency(request: Request, response: Response,
+                   _documented: str | None = Security(API_KEY_HEADER)) -> KeyInfo:
         auth: Authenticator = request.app.state.pingr.auth
         peer = request.client.host if request.client else None
         ip = auth.client_ip(peer, request.headers.get("x-forwarded-for"))

@@ -85,6 +85,13 @@ mount -t devpts devpts "$ROOT/dev/pts" -o newinstance,ptmxmode=0666 2>/dev/null 
 mounts+=("$ROOT/dev/pts")
 mount -t tmpfs tmpfs "$ROOT/tmp"; mounts+=("$ROOT/tmp")
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+# A TLS-intercepting proxy's CA may exist only in this machine's trust store: lend pip inside
+# the host's bundle (the root's own store stays Debian's).
+pip_cert=()
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca-certificates.crt"
+  pip_cert=(PIP_CERT=/etc/ssl/host-ca-certificates.crt)
+fi
 
 # The checkout as it is now, without the host's (x86-64) venv and caches.
 mkdir -p "$ROOT/srv/pingr"
@@ -95,7 +102,7 @@ echo "test-arm64: arch inside the root: $(chroot "$ROOT" uname -m)"
 t0=$(date +%s)
 set +e
 chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  HOME=/root LANG=C.UTF-8 CI=true /bin/bash -c \
+  HOME=/root LANG=C.UTF-8 CI=true "${pip_cert[@]}" /bin/bash -c \
   'cd /srv/pingr && ./tests/bootstrap.sh && .venv/bin/python -m pytest "$@"' pytest "${PYTEST_ARGS[@]}"
 rc=$?
 set -e

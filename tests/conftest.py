@@ -18,6 +18,9 @@ import yaml
 from pingr.app import App
 from pingr.config import parse_config
 
+#: Fixture modules shared by several test files (a private dockerd for the Docker tests).
+pytest_plugins = ["tests.dockerd"]
+
 ADMIN_KEY = "pingr_test_admin_key_0123456789abcdef"
 
 

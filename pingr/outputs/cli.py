@@ -1,4 +1,4 @@
-"""`pingr gpio test [NAME]`: exercise each output in turn so wiring can be checked by eye and ear."""
+"""`pingr gpio test [NAME]`: exercise each output in turn, to check the wiring by eye and ear."""
 
 from __future__ import annotations
 

@@ -144,6 +144,23 @@ async def test_stalled_probing_drops_the_dead_man_relay_and_stops_the_heartbeat(
         assert (hw["state"], hw["healthy"]) == ("stale", False)
 
 
+async def test_silenced_target_sounds_nothing_and_shows_amber(tmp_path, target_server):
+    target_server.behaviour.status = 500
+    cfg = make_config(tmp_path, targets=[web_target(target_server, failure_threshold=1)],
+                      hardware=hardware(lamp_test={"at_start": False}))
+    async with running_app(cfg) as run:
+        pin = manager(run).backend.factory.pin
+        siren, beacon, red, amber = pin(5), pin(26), pin(22), pin(27)
+        await run.wait_for(lambda: red.state == 1 and siren.state == 1)
+        r = await run.client.post("/api/v1/silence", json={"targets": ["web"], "duration": "1h"})
+        assert r.status_code == 201
+        await run.wait_for(lambda: amber.state == 1, timeout=3)
+        assert (red.state, beacon.state) == (0, 1)  # beacon relay released (active-low: high)
+        await run.wait_for(lambda: siren.state == 0, timeout=1)
+        outs = {o["name"]: o for o in (await run.client.get("/api/v1/outputs")).json()}
+        assert not outs["siren"]["active"] and not outs["beacon"]["active"]
+
+
 async def test_rgb_led_colours_follow_the_state(tmp_path, target_server):
     cfg = make_config(tmp_path, targets=[web_target(target_server, failure_threshold=1)],
                       hardware={"backend": "mock", "lamp_test": {"at_start": False}, "outputs": [

@@ -48,7 +48,8 @@ class Situation:
             self.state = "alert"
         elif self.acked:
             self.state = "acknowledged"
-        elif snap.degraded or snap.unreachable:
+        elif snap.degraded or snap.unreachable or getattr(snap, "silenced", ()):
+            # A silenced target is down but muted: no sound, no alarm lamp, yet not green.
             self.state = "degraded"
         else:
             self.state = "ok"

@@ -25,9 +25,14 @@ def addresses(n: int = N) -> list[str]:
 def config(tmp: Path, targets: list[dict], **storage: object) -> object:
     from pingr.config import parse_config
 
-    data = {"host": "127.0.0.1", "port": 0, "auth": {"api_key": "bench_admin_key_0123456789abcdef"},
-            "storage": {"path": str(tmp / "bench.db"), **storage},
-            "scheduler": {"stagger": 0}, "targets": targets}
+    data = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "auth": {"api_key": "bench_admin_key_0123456789abcdef"},
+        "storage": {"path": str(tmp / "bench.db"), **storage},
+        "scheduler": {"stagger": 0},
+        "targets": targets,
+    }
     return parse_config(yaml.safe_dump(data), "bench.yaml")
 
 
@@ -55,10 +60,17 @@ async def pingr_round(targets: list[dict]) -> dict:
         await asyncio.wait_for(done.wait(), 120)
         wall, cpu = time.perf_counter() - t0, cpu_self() - cpu0
         await app.stop()
-    return {"wall": wall, "cpu": cpu, "ok": len(latencies), "failed": len(failures),
-            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
-            "max": max(latencies, default=0), "over10": sum(1 for x in latencies if x > 10),
-            "errors": sorted(set(failures))[:3]}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "ok": len(latencies),
+        "failed": len(failures),
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "max": max(latencies, default=0),
+        "over10": sum(1 for x in latencies if x > 10),
+        "errors": sorted(set(failures))[:3],
+    }
 
 
 def fping_round(addrs: list[str]) -> dict:
@@ -67,28 +79,47 @@ def fping_round(addrs: list[str]) -> dict:
     wall, cpu = time.perf_counter() - t0, cpu_children() - cpu0
     ok = len(re.findall(r"xmt/rcv/%loss = 1/1/", proc.stderr))
     rtts = [float(x) for x in re.findall(r"min/avg/max = ([\d.]+)/", proc.stderr)]
-    return {"wall": wall, "cpu": cpu, "ok": ok, "p99": percentile(rtts, 99), "max": max(rtts, default=0)}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "ok": ok,
+        "p99": percentile(rtts, 99),
+        "max": max(rtts, default=0),
+    }
 
 
 def icmp(runs: int = 3) -> dict:
     heading(f"ICMP probe throughput: one round of {N} loopback addresses")
     addrs = addresses()
-    targets = [{"type": "icmp", "name": f"lo{i}", "host": a, "interval": "1h", "timeout": "2s"}
-               for i, a in enumerate(addrs)]
+    targets = [
+        {"type": "icmp", "name": f"lo{i}", "host": a, "interval": "1h", "timeout": "2s"}
+        for i, a in enumerate(addrs)
+    ]
     ours, ref = [], []
     for _ in range(runs):  # alternate so both see the same machine load
         ref.append(fping_round(addrs))
         ours.append(asyncio.run(pingr_round(targets)))
     p = sorted(ours, key=lambda r: r["cpu"])[len(ours) // 2]
     f = sorted(ref, key=lambda r: r["cpu"])[len(ref) // 2]
-    row("fping -c1 -i0: wall / CPU (median run)", f"{f['wall'] * 1000:.0f} ms / {f['cpu'] * 1000:.0f} ms"
-        f"  ({f['ok']} replies, max RTT {f['max']:.2f} ms)")
-    row("pingr scheduler: wall / CPU (median run)", f"{p['wall'] * 1000:.0f} ms / {p['cpu'] * 1000:.0f} ms"
-        f"  ({p['ok']} replies, {p['failed']} failed)")
-    row("CPU per probe: pingr / fping", f"{p['cpu'] / N * 1e6:.0f} us / {f['cpu'] / N * 1e6:.0f} us"
-        f" = {p['cpu'] / max(f['cpu'], 1e-9):.1f}x  (target <= 3x)")
-    row("pingr reply latency p50 / p99 / max", f"{p['p50']} / {p['p99']} / {p['max']} ms, "
-        f"{p['over10']} over 10 ms (target: none)")
+    row(
+        "fping -c1 -i0: wall / CPU (median run)",
+        f"{f['wall'] * 1000:.0f} ms / {f['cpu'] * 1000:.0f} ms"
+        f"  ({f['ok']} replies, max RTT {f['max']:.2f} ms)",
+    )
+    row(
+        "pingr scheduler: wall / CPU (median run)",
+        f"{p['wall'] * 1000:.0f} ms / {p['cpu'] * 1000:.0f} ms"
+        f"  ({p['ok']} replies, {p['failed']} failed)",
+    )
+    row(
+        "CPU per probe: pingr / fping",
+        f"{p['cpu'] / N * 1e6:.0f} us / {f['cpu'] / N * 1e6:.0f} us"
+        f" = {p['cpu'] / max(f['cpu'], 1e-9):.1f}x  (target <= 3x)",
+    )
+    row(
+        "pingr reply latency p50 / p99 / max",
+        f"{p['p50']} / {p['p99']} / {p['max']} ms, {p['over10']} over 10 ms (target: none)",
+    )
     if p["errors"]:
         row("pingr probe errors (sample)", "; ".join(p["errors"]))
     return {"pingr": ours, "fping": ref}
@@ -113,8 +144,13 @@ async def bare_gather(urls: list[str]) -> dict:
     client = make_client()
     cpu0, t0 = cpu_self(), time.perf_counter()
 
+    # The same concurrency as pingr's scheduler (max_concurrency 100): unbounded, 1,000
+    # requests queue on httpx's 200-connection pool and stall (measured: > 40 s).
+    gate = asyncio.Semaphore(100)
+
     async def one(url: str) -> bool:
-        r = await client.get(url, timeout=10)
+        async with gate:
+            r = await client.get(url, timeout=10)
         return r.status_code == 200
 
     oks = await asyncio.gather(*(one(u) for u in urls), return_exceptions=True)
@@ -130,8 +166,10 @@ def http(runs: int = 3) -> dict:
     try:
         wait_port(port)
         urls = [f"http://127.0.0.1:{port}/t{i}" for i in range(N)]
-        targets = [{"type": "http", "name": f"h{i}", "url": u, "interval": "1h", "timeout": "10s"}
-                   for i, u in enumerate(urls)]
+        targets = [
+            {"type": "http", "name": f"h{i}", "url": u, "interval": "1h", "timeout": "10s"}
+            for i, u in enumerate(urls)
+        ]
         ours, ref = [], []
         for _ in range(runs):
             ref.append(asyncio.run(bare_gather(urls)))
@@ -141,10 +179,15 @@ def http(runs: int = 3) -> dict:
         server.wait()
     p = sorted(ours, key=lambda r: r["wall"])[len(ours) // 2]
     g = sorted(ref, key=lambda r: r["wall"])[len(ref) // 2]
-    row("bare asyncio.gather (httpx): wall / CPU", f"{g['wall'] * 1000:.0f} ms / {g['cpu'] * 1000:.0f} ms"
-        f"  ({g['ok']} ok)")
-    row("pingr scheduler: wall / CPU", f"{p['wall'] * 1000:.0f} ms / {p['cpu'] * 1000:.0f} ms"
-        f"  ({p['ok']} ok, {p['failed']} failed)")
+    row(
+        "bare asyncio.gather (httpx): wall / CPU",
+        f"{g['wall'] * 1000:.0f} ms / {g['cpu'] * 1000:.0f} ms  ({g['ok']} ok)",
+    )
+    row(
+        "pingr scheduler: wall / CPU",
+        f"{p['wall'] * 1000:.0f} ms / {p['cpu'] * 1000:.0f} ms"
+        f"  ({p['ok']} ok, {p['failed']} failed)",
+    )
     row("round time: pingr / bare gather", f"{p['wall'] / g['wall']:.2f}x  (target <= 1.3x)")
     return {"pingr": ours, "gather": ref}
 

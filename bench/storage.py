@@ -25,21 +25,28 @@ DAY_MS = 86_400_000
 START_MS = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS  # a UTC midnight in 2027
 
 
-def simulate(db: Path, start_ms: int, hours: float, flush_s: float, raw: str,
-             per_result: bool = False, seed: int = 1) -> dict:
+def simulate(
+    db: Path,
+    start_ms: int,
+    hours: float,
+    flush_s: float,
+    raw: str,
+    per_result: bool = False,
+    seed: int = 1,
+) -> dict:
     """Feed TARGETS×(hours) of results through a Store in simulated time; return counters."""
+    from bench.common import proc_io
     from pingr.config import IcmpTarget
     from pingr.models import Result
     from pingr.store import Store
-
-    from bench.common import proc_io
 
     now = [start_ms]
     store = Store(db, clock_ms=lambda: now[0], raw=raw, flush_interval=flush_s)
     store.open()
     targets = store.reconcile(
         [IcmpTarget(type="icmp", name=f"t{i}", host=f"127.0.0.{i + 1}") for i in range(TARGETS)],
-        start_ms)
+        start_ms,
+    )
     rnd = random.Random(seed)
     flush_ms = int(flush_s * 1000)
     step = INTERVAL_MS // TARGETS  # staggered: one target every 600 ms
@@ -65,8 +72,16 @@ def simulate(db: Path, start_ms: int, hours: float, flush_s: float, raw: str,
         down = target.pk == 1 and (ts // 60_000) % 360 < 5
         ok = not down and rnd.random() > 0.001
         now[0] = ts
-        store.add_result(Result(target.id, ts, ok, rnd.randint(0, 2) if ok else None,
-                                error=None if ok else "no echo reply within 2000 ms"), target.pk)
+        store.add_result(
+            Result(
+                target.id,
+                ts,
+                ok,
+                rnd.randint(0, 2) if ok else None,
+                error=None if ok else "no echo reply within 2000 ms",
+            ),
+            target.pk,
+        )
         if per_result:
             transactions += store.flush() > 0
         i += 1
@@ -76,18 +91,30 @@ def simulate(db: Path, start_ms: int, hours: float, flush_s: float, raw: str,
     io1, t1 = proc_io(), time.process_time()
     size, used = store.db_size()
     store.close()
-    return {"results": i, "transactions": transactions, "wchar": io1["wchar"] - io0["wchar"],
-            "write_bytes": io1["write_bytes"] - io0["write_bytes"]
-            - (io1["cancelled_write_bytes"] - io0["cancelled_write_bytes"]),
-            "cpu": t1 - t0, "file_bytes": size, "used_bytes": used}
+    return {
+        "results": i,
+        "transactions": transactions,
+        "wchar": io1["wchar"] - io0["wchar"],
+        "write_bytes": io1["write_bytes"]
+        - io0["write_bytes"]
+        - (io1["cancelled_write_bytes"] - io0["cancelled_write_bytes"]),
+        "cpu": t1 - t0,
+        "file_bytes": size,
+        "used_bytes": used,
+    }
 
 
-def run_variant(db: Path, start_ms: int, hours: float, flush_s: float, raw: str,
-                per_result: bool = False) -> dict:
+def run_variant(
+    db: Path, start_ms: int, hours: float, flush_s: float, raw: str, per_result: bool = False
+) -> dict:
     """simulate() in a fresh process (clean I/O counters)."""
     args = json.dumps([str(db), start_ms, hours, flush_s, raw, per_result])
-    out = subprocess.run([sys.executable, "-m", "bench.storage", "--variant", args],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.storage", "--variant", args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -109,7 +136,8 @@ def summary_timing(db: Path, now_ms: int, runs: int = 21) -> tuple[float, float,
         one_t.append((time.perf_counter() - t0) * 1000)
     with store.engine.connect() as conn:
         hour_rows = conn.exec_driver_sql(
-            "SELECT count(*) FROM rollup_hour WHERE bucket >= ?", (since,)).scalar()
+            "SELECT count(*) FROM rollup_hour WHERE bucket >= ?", (since,)
+        ).scalar()
     store.close()
     assert len(stats) == TARGETS
     return median(all_t), median(one_t), hour_rows
@@ -128,15 +156,21 @@ def main(hours: float = 3.0, days: int = 30) -> dict:
         all_ms, one_ms, rows = summary_timing(base, end)
         out["db"] = {**r, "summary_all_ms": all_ms, "summary_one_ms": one_ms, "hour_rows": rows}
         row("results written", f"{r['results']:,}")
-        row("database file (7d raw, 48h minutes, hours)", f"{mb(r['file_bytes'])}  (target < 64 MB)")
+        row(
+            "database file (7d raw, 48h minutes, hours)", f"{mb(r['file_bytes'])}  (target < 64 MB)"
+        )
         row("30-day /summary, all 50 targets (median)", f"{all_ms:.1f} ms  (target < 50 ms)")
         row("30-day /summary/{id}, one target (median)", f"{one_ms:.1f} ms")
-        row("hour rows behind a 30-day summary", f"{rows:,} (raw rows it replaces: "
-            f"{TARGETS * 2880 * 30:,})")
+        row(
+            "hour rows behind a 30-day summary",
+            f"{rows:,} (raw rows it replaces: {TARGETS * 2880 * 30:,})",
+        )
         row("simulation wall time", f"{time.monotonic() - t0:.0f} s")
 
-        heading(f"Write budget: {TARGETS} targets at 30 s, {hours:g} simulated hours from "
-                "that state (steady: retention deletes as much as arrives)")
+        heading(
+            f"Write budget: {TARGETS} targets at 30 s, {hours:g} simulated hours from "
+            "that state (steady: retention deletes as much as arrives)"
+        )
         variants = [
             ("reference: one transaction per result", 1.0, "all", True),
             ("pingr default: flush_interval 1s, raw: all", 1.0, "all", False),
@@ -158,16 +192,22 @@ def main(hours: float = 3.0, days: int = 30) -> dict:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
         ref = results[variants[0][0]]
-        print(f"  {'variant':<44} {'txns/day':>9} {'to fs/day':>11} {'to disk/day':>12} "
-              f"{'vs ref':>7}")
+        print(
+            f"  {'variant':<44} {'txns/day':>9} {'to fs/day':>11} {'to disk/day':>12} {'vs ref':>7}"
+        )
         for label, *_ in variants:
             r = results[label]
             ratio = r["wchar"] / ref["wchar"]
-            print(f"  {label:<44} {r['transactions'] * scale:>9,.0f} "
-                  f"{mb(r['wchar'] * scale):>11} {mb(r['write_bytes'] * scale):>12} "
-                  f"{ratio:>7.3f}", flush=True)
-        print("  (to fs = bytes handed to write(), timing-independent; to disk = /proc write_bytes,"
-              "\n   which page-cache merging lowers more in accelerated time than in real time)")
+            print(
+                f"  {label:<44} {r['transactions'] * scale:>9,.0f} "
+                f"{mb(r['wchar'] * scale):>11} {mb(r['write_bytes'] * scale):>12} "
+                f"{ratio:>7.3f}",
+                flush=True,
+            )
+        print(
+            "  (to fs = bytes handed to write(), timing-independent; to disk = /proc write_bytes,"
+            "\n   which page-cache merging lowers more in accelerated time than in real time)"
+        )
         out["writes"] = {"hours": hours, "results": results}
         return out
     finally:

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps curl jq
+PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps curl jq wrk
           docker.io busybox-static mosquitto fping shellcheck systemd nodejs
           debootstrap)  # debootstrap: pi-setup.sh is tested in a fresh Debian root
 

@@ -67,6 +67,7 @@ class Dispatcher:
             self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         self.ident = os.getpid() & 0xFFFF
         self.seq = 0
         self.waiting: dict[int, tuple[asyncio.Future[int], int]] = {}
@@ -93,7 +94,9 @@ class Dispatcher:
             try:
                 self.sock.sendto(packet, (address, 0))
             except BlockingIOError:
+                # Send buffer full: the time spent waiting for room is not network time.
                 await self.loop.sock_sendto(self.sock, packet, (address, 0))
+                self.waiting[seq] = (future, time.time_ns())
             async with asyncio.timeout(timeout):
                 return await future
         finally:

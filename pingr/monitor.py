@@ -192,9 +192,11 @@ class Monitor:
         if state is None or not state.target.enabled:
             return
         target = state.target
-        if target.pk > 0:  # synthetic targets (collectors' thresholds) keep no raw history
+        if target.pk > 0:
             self.store.add_result(result, target.pk)
-        self.last_result_ms = result.ts
+            # Staleness means "probes stopped arriving": synthetic targets (collectors, pk 0)
+            # keep no raw history and must not hide a stalled scheduler either.
+            self.last_result_ms = result.ts
         state.last = result
         old = state.status
         spec = target.spec
@@ -305,7 +307,8 @@ class Monitor:
 
     def check_stale(self) -> bool:
         """Stale when no result arrived for stale_factor × the shortest enabled interval."""
-        intervals = [s.target.spec.interval_seconds for s in self.states.values() if s.target.enabled]
+        intervals = [s.target.spec.interval_seconds for s in self.states.values()
+                     if s.target.enabled and s.target.pk > 0]
         stale = False
         if intervals:
             since = self.last_result_ms if self.last_result_ms is not None else self.started_ms

@@ -44,8 +44,10 @@ def list_alerts(state: Literal["open", "resolved", "all"] = Query("all"),
     return [AlertOut.of(a) for a in app.store.alerts(state, parse_limit(limit))]
 
 
+# Acknowledging changes the monitor, which lives on the event loop: these routes are async so
+# they run there, never on the threadpool that serves sync routes.
 @router.post("/alerts/ack", response_model=AckOut, responses=errors(*AUTH_ERRORS))
-def ack_all(key: KeyInfo = require("operate"), app=Depends(get_app)) -> AckOut:
+async def ack_all(key: KeyInfo = require("operate"), app=Depends(get_app)) -> AckOut:
     """Acknowledge every open alert (the same action as the box's button)."""
     acked = app.acknowledge(None, key.name)
     return AckOut(acknowledged=[AlertOut.of(a) for a in acked], count=len(acked))
@@ -63,7 +65,7 @@ def get_alert(alert_id: int, app=Depends(get_app)) -> AlertOut:
 
 @router.post("/alerts/{alert_id}/ack", response_model=AckOut,
              responses=errors(404, 409, *AUTH_ERRORS))
-def ack_one(alert_id: int, key: KeyInfo = require("operate"), app=Depends(get_app)) -> AckOut:
+async def ack_one(alert_id: int, key: KeyInfo = require("operate"), app=Depends(get_app)) -> AckOut:
     """Acknowledge one alert: it stays open until recovery but no longer raises alert-status."""
     try:
         acked = app.acknowledge(alert_id, key.name)

@@ -202,7 +202,9 @@ API_KEY_HEADER = APIKeyHeader(name="x-api-key", auto_error=False,
 def require(scope: str) -> Any:
     """A FastAPI dependency that admits keys with at least `scope` and returns the KeyInfo."""
 
-    def dependency(request: Request, response: Response,
+    # Async on purpose: it runs on the event loop, like the alert-status fast path, so the
+    # limiters and usage counters are never touched from two threads.
+    async def dependency(request: Request, response: Response,
                    _documented: str | None = Security(API_KEY_HEADER)) -> KeyInfo:
         auth: Authenticator = request.app.state.pingr.auth
         peer = request.client.host if request.client else None

@@ -12,7 +12,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthOut, responses=errors(503))
-def health(response: Response, app=Depends(get_app)) -> HealthOut:
+async def health(response: Response, app=Depends(get_app)) -> HealthOut:
     """Liveness and freshness. 200 when healthy, 503 when the monitor is stale or the DB fails."""
     info = app.health()
     if not info.ok:

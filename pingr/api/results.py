@@ -22,8 +22,8 @@ router = APIRouter(tags=["results"], dependencies=[require("read")])
 
 @router.get("/results/latest-by-target", response_model=list[LatestOut],
             responses=errors(*AUTH_ERRORS))
-def latest_by_target(app=Depends(get_app)) -> list[LatestOut]:
-    """The newest result of every enabled target, from memory; newest first."""
+async def latest_by_target(app=Depends(get_app)) -> list[LatestOut]:
+    """The newest result of every enabled target, from memory (on the loop); newest first."""
     out = []
     for state in app.monitor.states.values():
         r = state.last

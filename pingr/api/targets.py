@@ -29,7 +29,7 @@ def _find(app, target_id: str):
 
 @router.get("/targets", response_model=list[TargetOut], dependencies=[require("read")],
             responses=errors(400, *AUTH_ERRORS))
-def list_targets(
+async def list_targets(
     status: Literal["enabled", "disabled", "all"] = Query("enabled"), app=Depends(get_app)
 ) -> list[TargetOut]:
     """Targets by name; `status` filters enabled (default), disabled or all."""
@@ -41,7 +41,7 @@ def list_targets(
 
 @router.get("/targets/{target_id}", response_model=TargetOut, dependencies=[require("read")],
             responses=errors(404, *AUTH_ERRORS))
-def get_target(target_id: str, app=Depends(get_app)) -> TargetOut:
+async def get_target(target_id: str, app=Depends(get_app)) -> TargetOut:
     return _out(app, _find(app, target_id))
 
 

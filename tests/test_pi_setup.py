@@ -1,0 +1,173 @@
+"""pi-setup.sh: shellcheck, its flags, and an idempotent install in a fresh Debian root (chroot)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SETUP = REPO / "pi-setup.sh"
+SCRIPTS = [SETUP, REPO / "image/build.sh", REPO / "image/firstboot.sh",
+           REPO / "image/test-boot.sh", REPO / "scripts/test-arm64.sh"]
+#: What pi-setup.sh needs from a checkout (the same list image/build.sh stages).
+CHECKOUT = ["pingr", "pyproject.toml", "README.md", "pingr.example.yaml", "pi-setup.sh", "systemd"]
+
+
+def test_shell_scripts_pass_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (tests/bootstrap.sh installs it)")
+    proc = subprocess.run(["shellcheck", "--severity=info", *map(str, SCRIPTS)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_help_documents_every_flag():
+    proc = subprocess.run(["bash", str(SETUP), "--help"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0
+    flags = set(re.findall(r"^\s+(--[a-z-]+)\)", SETUP.read_text(), re.M))
+    assert {"--from", "--version", "--uninstall", "--purge", "--no-start"} <= flags
+    for flag in flags:
+        assert flag in proc.stdout, f"{flag} is not in --help"
+
+
+def test_unknown_option_is_a_usage_error():
+    proc = subprocess.run(["bash", str(SETUP), "--frobnicate"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2
+    assert "unknown option --frobnicate" in proc.stderr
+
+
+def _mirror() -> str:
+    """The Debian mirror this machine's apt uses (deb822 first, then one-line sources)."""
+    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for line in path.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    for path in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*.list")]:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.startswith("deb ") and "security" not in line:
+                    return line.split()[1]
+    return "http://deb.debian.org/debian"
+
+
+def _tree(root: Path, dirs: list[str]) -> dict[str, tuple[int, int, int, int, int]]:
+    """Path -> (mode, uid, gid, size, mtime_ns) for everything under dirs: what 'changed' means."""
+    out = {}
+    for d in dirs:
+        base = root / d
+        if not base.exists():
+            continue
+        for p in [base, *base.rglob("*")]:
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_size,
+                                             st.st_mtime_ns)
+    return out
+
+
+def _group_members(root: Path, group: str) -> list[str]:
+    for line in (root / "etc/group").read_text().splitlines():
+        name, _, _, members = line.split(":")
+        if name == group:
+            return members.split(",") if members else []
+    raise AssertionError(f"no group {group}")
+
+
+@pytest.fixture
+def debian_root(tmp_path):
+    """A fresh Debian bookworm (minbase + systemd, as on any real install) made by debootstrap."""
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap and chroot need root")
+    if shutil.which("debootstrap") is None:
+        pytest.skip("debootstrap is not installed (tests/bootstrap.sh installs it)")
+    root = tmp_path / "root"
+    proc = subprocess.run(["debootstrap", "--variant=minbase", "--include=systemd", "bookworm",
+                           str(root), _mirror()], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    src = root / "srv/pingr"
+    src.mkdir(parents=True)
+    tar = tmp_path / "checkout.tar"
+    with tarfile.open(tar, "w") as t:
+        for name in CHECKOUT:
+            t.add(REPO / name, arcname=name,
+                  filter=lambda i: None if "__pycache__" in i.name else i)
+    with tarfile.open(tar) as t:
+        t.extractall(src, filter="tar")
+    # pip inside must trust what pip here trusts (a TLS-intercepting proxy's CA, if any).
+    if Path("/etc/ssl/certs/ca-certificates.crt").exists():
+        shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "root/host-ca.crt")
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _setup(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
+    if (root / "root/host-ca.crt").exists():
+        env.append("PIP_CERT=/root/host-ca.crt")
+    return subprocess.run(["chroot", str(root), "/usr/bin/env", "-i", *env,
+                           "/srv/pingr/pi-setup.sh", *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_install_twice_then_uninstall_in_a_fresh_debian_root(debian_root):
+    root = debian_root
+    first = _setup(root)
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out
+    # Installed: packages, user in gpio, venv, config from the example, unit enabled.
+    assert (root / "var/lib/dpkg/info/python3-venv.list").exists()
+    assert "pingr" in _group_members(root, "gpio")
+    version = subprocess.run(["chroot", str(root), "/opt/pingr/venv/bin/pingr", "--version"],
+                             capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("pingr "), version.stderr
+    conf = root / "etc/pingr/pingr.yaml"
+    assert conf.read_text() == (root / "srv/pingr/pingr.example.yaml").read_text()
+    assert (root / "etc/systemd/system/pingr.service").read_text() == \
+        (root / "srv/pingr/systemd/pingr.service").read_text()
+    wants = root / "etc/systemd/system/multi-user.target.wants/pingr.service"
+    assert wants.is_symlink()
+    gid = next(line.split(":")[2] for line in (root / "etc/group").read_text().splitlines()
+               if line.startswith("pingr:"))
+    sysctl = (root / "etc/sysctl.d/99-pingr-ping.conf").read_text()
+    assert f"net.ipv4.ping_group_range = {gid} {gid}" in sysctl
+    # What cannot run in a chroot is reported, not fatal; the host's kernel is left alone.
+    assert "skipped 'systemctl start pingr.service'" in out
+    assert "skipped applying /etc/sysctl.d/99-pingr-ping.conf" in out
+
+    # The user's edits survive, and a second run changes nothing at all.
+    conf.write_text(conf.read_text() + "# my own edit\n")
+    watched = ["etc", "opt", "usr/local", "var/lib/pingr", "srv"]
+    before = _tree(root, watched)
+    second = _setup(root)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _tree(root, watched) == before
+    assert "wrote" not in second.stdout and "created" not in second.stdout, second.stdout
+    assert "already installed" in second.stdout
+    assert conf.read_text().endswith("# my own edit\n")
+
+    # Uninstall keeps config, data and the user; --purge removes them.
+    gone = _setup(root, "--uninstall")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not (root / "opt/pingr").exists()
+    assert not (root / "etc/systemd/system/pingr.service").exists()
+    assert not wants.is_symlink() and not wants.exists()
+    assert not (root / "etc/sysctl.d/99-pingr-ping.conf").exists()
+    assert conf.exists()
+    assert "pingr" in _group_members(root, "gpio")
+    purged = _setup(root, "--uninstall", "--purge")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert not (root / "etc/pingr").exists()
+    assert not any(line.startswith("pingr:") for line in
+                   (root / "etc/passwd").read_text().splitlines())
+    # Uninstalling what is not there is fine too.
+    again = _setup(root, "--uninstall", "--purge")
+    assert again.returncode == 0, again.stdout + again.stderr

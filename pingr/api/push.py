@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
@@ -91,29 +91,37 @@ async def _ping(request: Request, app, token: str, kind: str, success: bool = Tr
     return JSONResponse(out)
 
 
-@ping_router.api_route("/ping/{token}", methods=METHODS, response_model=PingOut,
-                       responses=PING_ERRORS)
+def ping_route(path: str) -> Any:
+    """Register one route per method, so each has its own OpenAPI operation id."""
+
+    def register(fn: Any) -> Any:
+        for method in METHODS:
+            ping_router.add_api_route(path, fn, methods=[method], response_model=PingOut,
+                                      responses=PING_ERRORS, name=f"{fn.__name__}_{method.lower()}")
+        return fn
+
+    return register
+
+
+@ping_route("/ping/{token}")
 async def ping(request: Request, token: str = Token, app=Depends(get_app)) -> JSONResponse:
     """The job succeeded (a POST body, up to push.max_body bytes, is kept as its message)."""
     return await _ping(request, app, token, "success")
 
 
-@ping_router.api_route("/ping/{token}/start", methods=METHODS, response_model=PingOut,
-                       responses=PING_ERRORS)
+@ping_route("/ping/{token}/start")
 async def ping_start(request: Request, token: str = Token, app=Depends(get_app)) -> JSONResponse:
     """The job started: the next success reports the time since as its duration."""
     return await _ping(request, app, token, "start")
 
 
-@ping_router.api_route("/ping/{token}/fail", methods=METHODS, response_model=PingOut,
-                       responses=PING_ERRORS)
+@ping_route("/ping/{token}/fail")
 async def ping_fail(request: Request, token: str = Token, app=Depends(get_app)) -> JSONResponse:
     """The job failed."""
     return await _ping(request, app, token, "fail", success=False)
 
 
-@ping_router.api_route("/ping/{token}/{exit_code}", methods=METHODS, response_model=PingOut,
-                       responses=PING_ERRORS)
+@ping_route("/ping/{token}/{exit_code}")
 async def ping_exit(request: Request, token: str = Token,
                     exit_code: int = Path(ge=0, le=255, description="0 = success"),
                     app=Depends(get_app)) -> JSONResponse:

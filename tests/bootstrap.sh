@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps curl jq wrk
           docker.io busybox-static mosquitto fping shellcheck systemd nodejs
-          debootstrap)  # debootstrap: pi-setup.sh is tested in a fresh Debian root
+          debootstrap systemd-container)  # pi-setup.sh is tested in a fresh Debian root,
+                                          # chrooted and booted with systemd-nspawn
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

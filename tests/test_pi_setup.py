@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import tarfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,6 +121,57 @@ def _setup(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=900)
 
 
+@contextlib.contextmanager
+def _booted(root: Path) -> Iterator[Callable[[str], subprocess.CompletedProcess[str]]]:
+    """Boot `root` with systemd-nspawn (private network: loopback only) and run commands in it."""
+    proc = subprocess.Popen(["systemd-nspawn", "-q", "--register=no", "--keep-unit",
+                             "--private-network", "-D", str(root), "-b"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def init_pid() -> str:
+            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)],
+                                 capture_output=True, text=True).stdout.split()
+            return out[0] if out else ""
+
+        def run(cmd: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["nsenter", "-t", init_pid(), "-a", "/usr/bin/env", "-i",
+                                   "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
+                                   "/bin/sh", "-c", cmd],
+                                  capture_output=True, text=True, timeout=300)
+
+        def booted() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"systemd-nspawn exited with {proc.returncode}")
+            if not init_pid():
+                return False
+            state = run("systemctl is-system-running").stdout.strip()
+            return state in ("running", "degraded")
+
+        _until(booted, 120)
+        yield run
+    finally:
+        proc.terminate()  # nspawn turns SIGTERM into a clean shutdown of the container
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _show(run: Callable[[str], subprocess.CompletedProcess[str]], *props: str) -> dict[str, str]:
+    out = run("systemctl show pingr " + " ".join(f"-p {p}" for p in props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def _until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.5)
+
+
 def test_install_twice_then_uninstall_in_a_fresh_debian_root(debian_root):
     root = debian_root
     first = _setup(root)
@@ -154,8 +208,39 @@ def test_install_twice_then_uninstall_in_a_fresh_debian_root(debian_root):
     assert "already installed" in second.stdout
     assert conf.read_text().endswith("# my own edit\n")
 
+    # Booted with systemd as PID 1 (a container with only a loopback network), the same script
+    # now starts the service, waits for its health and prints the URL and the admin key.
+    if shutil.which("systemd-nspawn") is None:
+        pytest.skip("systemd-nspawn is not installed (tests/bootstrap.sh installs it)")
+    with _booted(root) as run:
+        third = run("/srv/pingr/pi-setup.sh")
+        assert third.returncode == 0, third.stdout + third.stderr
+        assert "pingr is up: http://" in third.stdout
+        key = (root / "var/lib/pingr/admin.key").read_text().strip()
+        assert key.startswith("pingr_") and f"    {key}" in third.stdout
+        show = _show(run, "Type", "ActiveState", "StatusText", "WatchdogUSec", "User")
+        assert show["Type"] == "notify" and show["ActiveState"] == "active", show
+        assert show["User"] == "pingr" and show["WatchdogUSec"] == "1min", show
+        assert "API on port 9009" in show["StatusText"], show  # from our READY=1 message
+        # A frozen pingr sends no WATCHDOG=1: systemd kills and restarts it (a short
+        # WatchdogSec here so the test does not wait a minute).
+        dropin = root / "etc/systemd/system/pingr.service.d/test-watchdog.conf"
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text("[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\n")
+        assert run("systemctl daemon-reload && systemctl restart pingr").returncode == 0
+        pid = _show(run, "MainPID")["MainPID"]
+        assert run(f"kill -STOP {pid}").returncode == 0
+        _until(lambda: _show(run, "NRestarts")["NRestarts"] == "1", 60)
+        _until(lambda: _show(run, "ActiveState")["ActiveState"] == "active", 60)
+        assert _show(run, "MainPID")["MainPID"] != pid
+        assert "Watchdog timeout" in run("journalctl -u pingr --no-pager").stdout
+        dropin.unlink()
+        # Uninstalling under systemd stops the service.
+        gone = run("/srv/pingr/pi-setup.sh --uninstall")
+        assert gone.returncode == 0, gone.stdout + gone.stderr
+        assert run("systemctl is-active pingr").stdout.strip() in ("inactive", "unknown")
+
     # Uninstall keeps config, data and the user; --purge removes them.
-    gone = _setup(root, "--uninstall")
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert not (root / "opt/pingr").exists()
     assert not (root / "etc/systemd/system/pingr.service").exists()

@@ -125,10 +125,13 @@ cat > "$ROOT/etc/default/raspi-firmware" <<'EOF'
 ROOTPART=LABEL=pingr-root
 CONSOLES="auto"
 EOF
-rm -rf "${ROOT:?}/boot/firmware"
-mkdir -p "$ROOT/boot/firmware"
+# The firmware blobs are already there (raspi-firmware's postinst); the hook rewrites
+# config.txt and cmdline.txt with the settings above.
 kver=$(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
-in_root /etc/kernel/postinst.d/z50-raspi-firmware "$kver" "/boot/vmlinuz-$kver"
+in_root DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$kver" \
+  "/boot/vmlinuz-$kver"
+grep -q 'root=LABEL=pingr-root' "$ROOT/boot/firmware/cmdline.txt" \
+  || die "cmdline.txt does not name the root by label: $(cat "$ROOT/boot/firmware/cmdline.txt")"
 [ -f "$ROOT/boot/firmware/config.txt" ] || die "raspi-firmware wrote no config.txt"
 
 # Networking: DHCP on any wired interface; wifi.txt/network.txt on the card change that.
@@ -201,7 +204,7 @@ mkfs.vfat -F 32 -n PINGR-BOOT -C "$boot_img" $(( BOOT_MB * 1024 )) >/dev/null
 (cd "$bootdir" && mcopy -s -p -m -i "$boot_img" ./* ::/)
 
 # ---------------------------------------------------------------- 4. the root filesystem
-used_mb=$(du -sm --apparent-size "$ROOT" | cut -f1)
+used_mb=$(du -sm "$ROOT" | cut -f1)   # blocks, not bytes: a venv is many small files
 root_mb=$(( (used_mb * 13 / 10 + 300 + 3) / 4 * 4 ))   # 30% + 300 MB free; grown on first boot
 root_img=$WORK/root.img
 rm -f "$root_img"

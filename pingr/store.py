@@ -41,6 +41,9 @@ RAW_WINDOW_MS = 3_600_000
 
 def _set_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # Must come before WAL mode and the first table on a new file (a no-op on an existing one):
+    # lets retention hand pages back with `PRAGMA incremental_vacuum`, never a full VACUUM.
+    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode never corrupts the database; a power cut may drop the newest commits,
     # a kill -9 drops nothing that was committed. FULL would fsync on every batch for no gain
@@ -104,18 +107,11 @@ class Store:
     def open(self) -> None:
         """Create the directory, the file and the tables; set pragmas on every connection."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
         self.engine = create_engine(
             f"sqlite:///{self.path}",
             connect_args={"check_same_thread": False, "timeout": 5},
         )
         event.listen(self.engine, "connect", _set_pragmas)
-        if new:
-            with self.engine.connect() as conn:
-                # Must precede the first table: lets retention hand pages back to the filesystem
-                # with `PRAGMA incremental_vacuum` instead of a full VACUUM.
-                conn.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
-                conn.commit()
         with self.engine.connect() as conn:
             tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
         SQLModel.metadata.create_all(self.engine)
@@ -295,9 +291,13 @@ class Store:
 
     def _vacuum(self) -> None:
         assert self.engine is not None
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA incremental_vacuum")
-            conn.commit()
+        raw = self.engine.raw_connection()
+        try:
+            # sqlite3's execute() steps a statement once, and each step of incremental_vacuum
+            # frees one page; executescript() steps it to the end.
+            raw.driver_connection.executescript("PRAGMA incremental_vacuum;")
+        finally:
+            raw.close()
 
     def _delete_raw(self, cutoff: int, oldest_first: int | None = None) -> int:
         """Delete raw results with ts < cutoff in short transactions (or the N oldest)."""

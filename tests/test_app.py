@@ -99,3 +99,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def test_api_connections_get_tcp_nodelay(tmp_path):
+    """Responses must not wait for delayed ACKs: accepted sockets need TCP_NODELAY."""
+    import socket
+
+    async with running_app(make_config(tmp_path)) as run:
+        [server] = run.app.server.servers
+        [listener] = server.sockets
+        # asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP.
+        assert listener.proto == socket.IPPROTO_TCP
+        r = await run.client.get("/api/v1/health")
+        assert r.status_code == 200

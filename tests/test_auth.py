@@ -264,3 +264,22 @@ def test_no_key_on_a_non_interactive_console(tmp_path):
     key = (tmp_path / "admin.key").read_text().strip()
     assert key and key not in err
     assert str(tmp_path / "admin.key") in err
+
+
+async def test_limiter_memory_is_bounded_over_real_connections(tmp_path):
+    """Bad keys from 150 real loopback addresses: the failure table never passes its cap."""
+    async with running_app(make_config(tmp_path)) as run:
+        auth = run.app.auth
+        auth.failures.max_entries = 50  # the production cap is 20,000; same code path
+        sizes = []
+        for i in range(150):
+            addr = f"127.3.{i // 100}.{i % 100 + 1}"
+            transport = httpx.AsyncHTTPTransport(local_address=addr)
+            async with httpx.AsyncClient(base_url=run.base, transport=transport) as c:
+                r = await c.get("/api/v1/alert-status", headers={"x-api-key": "wrong"})
+                assert r.status_code == 401
+            sizes.append(len(auth.failures))
+        assert max(sizes) == 50
+        # The newest addresses are remembered; the oldest were forgotten.
+        assert auth.failures._windows.get("127.3.1.50") is not None
+        assert auth.failures._windows.get("127.3.0.1") is None

@@ -77,7 +77,8 @@ class App:
                            minute_retention_seconds=st.minute_retention,
                            hour_retention_seconds=st.hour_retention, max_size=st.max_size)
         self.write_meter = WriteMeter()
-        self.monitor = Monitor(self.store, stale_factor=config.alerts.stale_factor, clock_ms=clock_ms)
+        self.monitor = Monitor(self.store, stale_factor=config.alerts.stale_factor,
+                               clock_ms=clock_ms)
         self.ctx = ProbeContext(clock_ms=clock_ms)
         self.scheduler = Scheduler(self.monitor.process, self.ctx,
                                    max_concurrency=config.scheduler.max_concurrency,
@@ -241,7 +242,8 @@ class App:
                 if row is None:
                     create_key(s, "bootstrap", "admin", configured)
                 elif row.key_hash != hash_key(configured):
-                    row.key_hash, row.prefix, row.enabled = hash_key(configured), configured[:10], True
+                    row.key_hash, row.prefix, row.enabled = (
+                        hash_key(configured), configured[:10], True)
                     s.add(row)
                 s.commit()
                 return

@@ -111,7 +111,8 @@ def starter_config(path: str, gateways: list[str], dns: list[str]) -> str:
         items.append(f"  - name: {name}\n    type: icmp\n    host: {gw}\n    interval: 30s\n"
                      f"    failure_threshold: 3\n    tags: [network]\n")
     for i, server in enumerate(dns):
-        depends = f"    depends_on: {parent}   # router down = one alert, not many\n" if parent else ""
+        depends = (f"    depends_on: {parent}   # router down = one alert, not many\n"
+                   if parent else "")
         items.append(f"  - name: dns {i + 1}\n    type: tcp\n    host: {server}\n    port: 53\n"
                      f"    interval: 60s\n    tags: [network]\n{depends}")
     if not items:

@@ -51,7 +51,8 @@ class TargetBase(Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        for short, long, scale in (("interval", "interval_seconds", 1), ("timeout", "timeout_ms", 1000)):
+        for short, long, scale in (("interval", "interval_seconds", 1),
+                                   ("timeout", "timeout_ms", 1000)):
             if short in data:
                 if long in data:
                     raise ValueError(f"give either {short} or {long}, not both")
@@ -150,8 +151,8 @@ class HeartbeatTarget(TargetBase):
 
 TargetConfig = Annotated[IcmpTarget | HttpTarget | TcpTarget | HeartbeatTarget,
                          Field(discriminator="type")]
-TARGET_TYPES: dict[str, type[TargetBase]] = {"icmp": IcmpTarget, "http": HttpTarget, "tcp": TcpTarget,
-                                             "heartbeat": HeartbeatTarget}
+TARGET_TYPES: dict[str, type[TargetBase]] = {"icmp": IcmpTarget, "http": HttpTarget,
+                                             "tcp": TcpTarget, "heartbeat": HeartbeatTarget}
 
 
 def target_host(spec: TargetBase) -> str | None:
@@ -269,7 +270,8 @@ class NotifyChannel(Strict):
 
     name: str = Field(min_length=1, max_length=64)
     url: str = Field(min_length=4, max_length=2000)
-    on: list[Literal["alert", "recovery", "reminder"]] = Field(default_factory=lambda: list(NOTIFY_ON))
+    on: list[Literal["alert", "recovery", "reminder"]] = Field(
+        default_factory=lambda: list(NOTIFY_ON))
     targets: list[str] = Field(default_factory=list, description="only these targets (names)")
     tags: list[str] = Field(default_factory=list, description="only targets with one of these tags")
 
@@ -503,7 +505,8 @@ def parse_config(text: str, source: str = "pingr.yaml") -> Config:
         raise ConfigError(format_validation_error(exc, source, root)) from None
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: dict[str, str] | None = None) -> Config:
     """Load the config file (or the built-in defaults) and apply PINGR_* environment overrides.
 
     The file is `path`, else `$PINGR_CONFIG`; with neither, the built-in defaults apply.

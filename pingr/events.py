@@ -51,7 +51,8 @@ def target_json(target: Target | None) -> dict[str, Any] | None:
 
 def event_payload(event: Event) -> dict[str, Any]:
     """The JSON body of an event, shared by the SSE stream and outgoing webhooks."""
-    out: dict[str, Any] = {"type": event.type, "ts": iso(event.ts), "target": target_json(event.target)}
+    out: dict[str, Any] = {"type": event.type, "ts": iso(event.ts),
+                           "target": target_json(event.target)}
     if event.old is not None or event.new is not None:
         out["old"], out["new"] = event.old, event.new
     if event.alert is not None:

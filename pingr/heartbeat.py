@@ -161,7 +161,8 @@ class Heartbeats:
             return Result(target.id, now, False, error=error)
         if row["last_success"] is False:
             # The job's own last word was a failure: it stays down until it reports success.
-            return Result(target.id, now, False, error=row["last_message"] or "last ping reported failure")
+            return Result(target.id, now, False,
+                          error=row["last_message"] or "last ping reported failure")
         return Result(target.id, now, True)
 
     # ------------------------------------------------------------------ pings
@@ -213,7 +214,8 @@ class Heartbeats:
             log.info("heartbeat %s pinged again", target.name)
         data.update(success=success, duration_ms=latency_ms, message=message)
         self.app.monitor.emit(Event("heartbeat.pinged", now, target, data=data))
-        self.app.monitor.process(Result(target.id, now, success, latency_ms=latency_ms, error=error))
+        self.app.monitor.process(Result(target.id, now, success, latency_ms=latency_ms,
+                                        error=error))
         return {"ok": True, "target": target.name, "kind": kind, "success": success}
 
 

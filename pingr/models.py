@@ -77,7 +77,8 @@ class ResultRow(SQLModel, table=True):
     """Raw probe results, kept for `storage.retention`."""
 
     __tablename__ = "results"
-    __table_args__ = (Index("ix_results_target_ts", "target_pk", "ts"), Index("ix_results_ts", "ts"))
+    __table_args__ = (Index("ix_results_target_ts", "target_pk", "ts"),
+                      Index("ix_results_ts", "ts"))
     id: int | None = Field(default=None, primary_key=True)
     target_pk: int
     ts: int

@@ -80,7 +80,8 @@ Listener = Callable[[Event], None]
 class Monitor:
     """Turns results into state changes. All methods run on the event loop thread."""
 
-    def __init__(self, store: Store, *, stale_factor: float = 3.0, clock_ms: Callable[[], int] = now_ms):
+    def __init__(self, store: Store, *, stale_factor: float = 3.0,
+                 clock_ms: Callable[[], int] = now_ms):
         self.store = store
         self.stale_factor = stale_factor
         self.clock_ms = clock_ms
@@ -124,7 +125,8 @@ class Monitor:
                     state.failures += 1
             if recent:
                 r = recent[0]
-                state.last = Result(target.id, r.ts, r.success, r.latency_ms, r.status_code, r.error)
+                state.last = Result(target.id, r.ts, r.success, r.latency_ms, r.status_code,
+                                    r.error)
                 state.changed_ms = r.ts
                 state.status = UP if r.success else PENDING
             if alert is not None:
@@ -204,7 +206,8 @@ class Monitor:
             state.successes += 1
             was_failing = state.failures > 0
             state.failures = 0
-            if old == PENDING or (old in (DOWN, UNREACHABLE) and state.successes >= spec.recovery_threshold):
+            if old == PENDING or (old in (DOWN, UNREACHABLE)
+                                  and state.successes >= spec.recovery_threshold):
                 self._change(state, UP, result)
             elif was_failing and old == UP:
                 self._touch()  # amber -> green
@@ -257,7 +260,8 @@ class Monitor:
             state.alert = None
             log.info("%s is UP again", target.name)
         elif new == UNREACHABLE:
-            log.info("%s is unreachable (its parent %s is down)", target.name, target.spec.depends_on)
+            log.info("%s is unreachable (its parent %s is down)", target.name,
+                     target.spec.depends_on)
         if old == PENDING and new == UP:
             self._touch()
             return
@@ -280,7 +284,8 @@ class Monitor:
         """
         ts = self.clock_ms()
         if alert_id is not None:
-            state = next((s for s in self.states.values() if s.alert and s.alert["id"] == alert_id), None)
+            state = next((s for s in self.states.values()
+                          if s.alert and s.alert["id"] == alert_id), None)
             if state is None:
                 row = self.store.alert(alert_id)
                 if row is None:
@@ -296,7 +301,8 @@ class Monitor:
                 state.alert["acknowledged_at"] = ts
                 state.alert["acknowledged_by"] = by
                 self.store.put_alert(state.alert)
-                log.info("alert %d (%s) acknowledged by %s", state.alert["id"], state.target.name, by)
+                log.info("alert %d (%s) acknowledged by %s", state.alert["id"],
+                         state.target.name, by)
                 self._touch()
                 self._emit(Event("alert.acknowledged", ts, state.target, state.status, state.status,
                                  dict(state.alert)))
@@ -331,11 +337,17 @@ class Monitor:
         self._snapshot = None
 
     def refresh(self) -> None:
-        """Rebuild the snapshot on next read (something outside the monitor, e.g. a silence, changed)."""
+        """Rebuild the snapshot on next read.
+
+        For when something outside the monitor, e.g. a silence, changed.
+        """
         self._touch()
 
     def emit(self, event: Event) -> None:
-        """Tell every listener about an event that did not come from a result (heartbeats, silences)."""
+        """Tell every listener about an event that did not come from a result.
+
+        E.g. heartbeats, silences.
+        """
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
@@ -365,7 +377,8 @@ class Monitor:
                     acked.append(target.name)
                 else:
                     failing.append(
-                        FailingTarget(target.name, DOWN, state.failures, target.spec.failure_threshold)
+                        FailingTarget(target.name, DOWN, state.failures,
+                                      target.spec.failure_threshold)
                     )
             elif state.status == UNREACHABLE:
                 unreachable.append(target.name)
@@ -397,7 +410,8 @@ class Monitor:
         body: dict[str, Any] = {
             "alert": snap.alert,
             "failing_targets": [
-                {"name": f.name, "status": f.status, "failures": f.failures, "threshold": f.threshold}
+                {"name": f.name, "status": f.status, "failures": f.failures,
+                 "threshold": f.threshold}
                 for f in snap.failing
             ],
             "failing_count": len(snap.failing),

@@ -68,7 +68,8 @@ def check_url(url: str) -> str:
     if not scheme:
         raise ValueError("not an apprise URL: expected scheme://…, e.g. ntfy://topic or json://host/path")
     if apprise_module().Apprise.instantiate(url) is None:
-        raise ValueError(f"apprise cannot use this {scheme}:// URL (unknown scheme or missing parts)")
+        raise ValueError(f"apprise cannot use this {scheme}:// URL "
+                         "(unknown scheme or missing parts)")
     return url
 
 
@@ -134,7 +135,8 @@ def _span(ms: int) -> str:
     return " ".join(parts[:2])
 
 
-def message(kind: str, target_name: str, alert: dict[str, Any] | None, now: int) -> tuple[str, str, str]:
+def message(kind: str, target_name: str, alert: dict[str, Any] | None,
+            now: int) -> tuple[str, str, str]:
     """(title, body, apprise notify type) of a message."""
     alert = alert or {}
     error = alert.get("last_error") or "no error text"
@@ -224,7 +226,10 @@ class Notifier:
                 log.info("notification channel %r is no longer in the config file: removed", name)
 
     def _restore_tracks(self, s: Any) -> None:
-        """Rebuild what each channel was told from the delivery log, so a restart re-sends nothing."""
+        """Rebuild what each channel was told from the delivery log.
+
+        So a restart re-sends nothing.
+        """
         # Newest first, so the first row seen per (channel, target) is the last thing said.
         rows = s.exec(select(DeliveryRow).where(DeliveryRow.target_id.is_not(None))
                       .where(DeliveryRow.kind.in_(("alert", "reminder", "recovery")))
@@ -277,7 +282,8 @@ class Notifier:
                 tr = self.tracks.get(key)
                 if muted is None:
                     muted = bool(silences and silences.is_silenced(target))
-                cooled = tr is None or tr.last_sent_ms is None or now - tr.last_sent_ms >= cooldown_ms
+                cooled = (tr is None or tr.last_sent_ms is None
+                          or now - tr.last_sent_ms >= cooldown_ms)
                 alert = state.alert
                 if state.status == DOWN and alert is not None:
                     if tr is None or tr.alert_id != alert["id"]:
@@ -409,7 +415,8 @@ class Notifier:
                 ok, error = False, "channel deleted"
                 data["attempts"] = self.settings.max_attempts - 1
             else:
-                ok, error = await self.send(ch.url, data["title"], data["body"], data["notify_type"])
+                ok, error = await self.send(ch.url, data["title"], data["body"],
+                                            data["notify_type"])
             now = self.app.clock_ms()
             data["attempts"] += 1
             data["updated_at"] = now
@@ -435,7 +442,8 @@ class Notifier:
             if self._wake is not None:
                 self._wake.set()
 
-    async def send(self, url: str, title: str, body: str, notify_type: str) -> tuple[bool, str | None]:
+    async def send(self, url: str, title: str, body: str,
+                   notify_type: str) -> tuple[bool, str | None]:
         """One delivery attempt through apprise, bounded in time and concurrency."""
         apprise = await load_apprise()
         apprise_module()  # cheap once loaded; re-asserts that apprise's logs stay its own

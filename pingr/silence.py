@@ -40,7 +40,8 @@ class Silences:
     async def start(self) -> None:
         now = self.app.clock_ms()
         with self.app.store.session() as s:
-            rows = s.exec(select(SilenceRow).where(SilenceRow.ends_at > now - KEEP_EXPIRED_MS)).all()
+            rows = s.exec(select(SilenceRow)
+                          .where(SilenceRow.ends_at > now - KEEP_EXPIRED_MS)).all()
             self.rows = {r.id: r.model_dump() for r in rows if r.id is not None}
         self._active = self._active_ids(now)
         self.app.monitor.silenced = self.is_silenced
@@ -117,11 +118,13 @@ class Silences:
             if active != self._active:
                 self._active = active
                 self.app.monitor.refresh()
-                self.app.monitor.emit(Event("silence.changed", now, data={"active": sorted(active)}))
+                self.app.monitor.emit(Event("silence.changed", now,
+                                            data={"active": sorted(active)}))
             expired = [i for i, r in self.rows.items() if r["ends_at"] <= now - KEEP_EXPIRED_MS]
             for i in expired:
                 self.rows.pop(i, None)
-            edges = [t for r in self.rows.values() for t in (r["starts_at"], r["ends_at"]) if t > now]
+            edges = [t for r in self.rows.values() for t in (r["starts_at"], r["ends_at"])
+                     if t > now]
             wait = min([60.0, *((t - now) / 1000 for t in edges)])
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

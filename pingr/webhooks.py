@@ -91,7 +91,8 @@ class Webhooks:
         payload = event_payload(event)
         for hook in self.hooks.values():
             if hook["enabled"] and ("*" in hook["events"] or event.type in hook["events"]):
-                task = asyncio.get_running_loop().create_task(self.deliver(hook, event.type, payload))
+                task = asyncio.get_running_loop().create_task(
+                    self.deliver(hook, event.type, payload))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -125,7 +126,8 @@ class Webhooks:
                 status, error = None, f"{type(exc).__name__}: {exc}"[:300]
         ok = error is None
         if not ok:
-            log.warning("webhook %r: %s could not be delivered: %s", hook["name"], event_type, error)
+            log.warning("webhook %r: %s could not be delivered: %s", hook["name"], event_type,
+                        error)
         await self._record(hook["id"], status, error)
         return {"ok": ok, "status": status, "error": error}
 
@@ -146,7 +148,8 @@ class Webhooks:
 
     # ------------------------------------------------------------------ API operations
 
-    async def create(self, name: str, url: str, events: list[str], secret: str | None) -> dict[str, Any]:
+    async def create(self, name: str, url: str, events: list[str],
+                     secret: str | None) -> dict[str, Any]:
         now = self.app.clock_ms()
 
         def work(s: Any) -> dict[str, Any]:
@@ -167,7 +170,8 @@ class Webhooks:
         hook = self.hooks.pop(hook_id, None)
         if hook is None:
             return False
-        await self.app.store.write(lambda s: s.exec(delete(WebhookRow).where(WebhookRow.id == hook_id)))
+        await self.app.store.write(
+            lambda s: s.exec(delete(WebhookRow).where(WebhookRow.id == hook_id)))
         log.info("webhook %r deleted", hook["name"])
         return True
 

@@ -29,7 +29,8 @@ async def test_full_alert_sequence(tmp_path, target_server):
         await run.wait_for(lambda: app.monitor.state_of(tid).status == "up")
         body = await status(run)
         assert list(body)[:4] == ["alert", "failing_targets", "failing_count", "timestamp"]
-        assert body["alert"] is False and body["failing_targets"] == [] and body["failing_count"] == 0
+        assert (body["alert"] is False and body["failing_targets"] == []
+                and body["failing_count"] == 0)
 
         # One failure: visible as a count, raises nothing.
         target_server.behaviour.status = 500
@@ -50,7 +51,8 @@ async def test_full_alert_sequence(tmp_path, target_server):
         await run.wait_for(lambda: app.monitor.state_of(tid).failures >= 3)
         assert (await status(run))["failing_targets"][0]["failures"] >= 3
         open_ = (await c.get("/api/v1/alerts?state=open")).json()
-        assert len(open_) == 1 and open_[0]["state"] == "open" and open_[0]["acknowledged_at"] is None
+        assert (len(open_) == 1 and open_[0]["state"] == "open"
+                and open_[0]["acknowledged_at"] is None)
         alert_id = open_[0]["id"]
         assert open_[0]["last_error"] == "unexpected status 500"
 

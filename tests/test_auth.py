@@ -51,7 +51,8 @@ async def test_401_403_and_scopes(tmp_path):
             assert r.status_code == 403
             assert r.json() == {"detail": "This API key has the 'read' scope; "
                                           "this request needs 'operate'."}
-            assert (await c.post("/api/v1/alerts/ack", headers={"x-api-key": operate})).status_code == 200
+            assert (await c.post("/api/v1/alerts/ack",
+                                 headers={"x-api-key": operate})).status_code == 200
             r = await c.post("/api/v1/targets", headers={"x-api-key": operate},
                              json={"name": "x", "type": "icmp", "host": "127.0.0.1"})
             assert r.status_code == 403
@@ -62,7 +63,8 @@ async def test_401_403_and_scopes(tmp_path):
             r = await c.get("/api/v1/alert-status", headers={"x-api-key": operate})
             assert r.status_code == 401 and r.json() == INVALID
             assert (await run.client.post(f"/api/v1/keys/{kid}/enable")).status_code == 200
-            assert (await c.get("/api/v1/alert-status", headers={"x-api-key": operate})).status_code == 200
+            assert (await c.get("/api/v1/alert-status",
+                                headers={"x-api-key": operate})).status_code == 200
             assert (await run.client.delete(f"/api/v1/keys/{kid}")).status_code == 204
             assert (await run.client.delete(f"/api/v1/keys/{kid}")).status_code == 404
             r = await c.get("/api/v1/alert-status", headers={"x-api-key": operate})
@@ -97,7 +99,8 @@ async def test_failed_auth_lockout_per_ip_even_with_valid_key(tmp_path):
     async with running_app(cfg) as run:
         async with httpx.AsyncClient(base_url=run.base) as c:
             for _ in range(3):
-                assert (await c.get("/api/v1/targets", headers={"x-api-key": "bad"})).status_code == 401
+                assert (await c.get("/api/v1/targets",
+                                    headers={"x-api-key": "bad"})).status_code == 401
             for path in PATHS:
                 r = await c.get(path, headers={"x-api-key": ADMIN_KEY})
                 assert r.status_code == 429, path

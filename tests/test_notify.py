@@ -90,7 +90,8 @@ async def test_alert_recovery_and_reminder_reach_json_and_form_channels(tmp_path
         alert = sink.json("/json")[0]
         assert alert["title"] == "pingr: web is DOWN"
         assert alert["type"] == "failure"
-        assert "web is down since" in alert["message"] and "unexpected status 500" in alert["message"]
+        assert ("web is down since" in alert["message"]
+                and "unexpected status 500" in alert["message"])
         # apprise sent the URL's credentials as HTTP basic auth: the secret reached the sink only
         auth = next(r for r in sink.requests if r["path"] == "/json")["headers"]["Authorization"]
         assert auth.startswith("Basic ")
@@ -107,7 +108,8 @@ async def test_alert_recovery_and_reminder_reach_json_and_form_channels(tmp_path
         assert r.status_code == 200
         count = len(sink.json("/json"))
         target_server.behaviour.status = 200
-        await run.wait_for(lambda: any(m["title"] == "pingr: web is UP" for m in sink.json("/json")))
+        await run.wait_for(lambda: any(m["title"] == "pingr: web is UP"
+                                       for m in sink.json("/json")))
         await run.wait_for(lambda: any(m["title"] == "pingr: web is UP"
                                        for m in sink.forms("/form")))
         up = [m for m in sink.json("/json") if m["title"] == "pingr: web is UP"]
@@ -213,7 +215,8 @@ async def test_channels_api_masks_secrets_and_validates(tmp_path, target_server,
         for body, msg in [({"name": "x", "url": "nonsense"}, "url"),
                           ({"name": "x", "url": "nosuch://abc"}, "nosuch"),
                           ({"name": "x", "url": "json://127.0.0.1/", "on": ["sometimes"]}, "on"),
-                          ({"name": "x", "url": "json://127.0.0.1/", "targets": ["ghost"]}, "ghost")]:
+                          ({"name": "x", "url": "json://127.0.0.1/", "targets": ["ghost"]},
+                           "ghost")]:
             r = await c.post("/api/v1/channels", json=body)
             assert r.status_code == 400 and msg in r.json()["detail"], r.text
         r = await c.post("/api/v1/channels", json={"name": "api", "url": "json://127.0.0.1/"})
@@ -222,14 +225,16 @@ async def test_channels_api_masks_secrets_and_validates(tmp_path, target_server,
         r = await c.put(f"/api/v1/channels/{cid}", json={"on": ["alert", "recovery"]})
         assert r.status_code == 200 and r.json()["on"] == ["alert", "recovery"]
         yaml_id = chans[0]["id"]
-        assert (await c.put(f"/api/v1/channels/{yaml_id}", json={"on": ["alert"]})).status_code == 409
+        assert (await c.put(f"/api/v1/channels/{yaml_id}",
+                            json={"on": ["alert"]})).status_code == 409
         assert (await c.delete(f"/api/v1/channels/{yaml_id}")).status_code == 409
         # Test one channel, then all.
         r = await c.post(f"/api/v1/channels/{cid}/test")
         assert r.status_code == 200 and r.json()["state"] == "sent"
         assert sink.json("/a")[0]["title"] == "pingr: test notification"
         r = await c.post("/api/v1/alerts/test")
-        assert r.status_code == 200 and sorted(d["channel"] for d in r.json()) == ["api", "from-yaml"]
+        assert (r.status_code == 200
+                and sorted(d["channel"] for d in r.json()) == ["api", "from-yaml"])
         assert all(d["state"] == "sent" for d in r.json())
         assert len(sink.json("/y")) == 1 and len(sink.json("/a")) == 2
         assert (await c.delete(f"/api/v1/channels/{cid}")).status_code == 204

@@ -12,7 +12,8 @@ from tests.conftest import make_config, running_app
 from tests.test_notify import Sink, web_target
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("webhook_verify", ROOT / "examples" / "webhook_verify.py")
+spec = importlib.util.spec_from_file_location("webhook_verify",
+                                              ROOT / "examples" / "webhook_verify.py")
 webhook_verify = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(webhook_verify)
 
@@ -56,14 +57,14 @@ async def test_events_are_posted_signed_and_verify(tmp_path, target_server, sink
         req = sink.requests[0]
         h = req["headers"]
         with pytest.raises(webhook_verify.BadSignature):
-            webhook_verify.verify(secret, req["raw"].replace(b"web", b"wex"), h["X-Pingr-Signature"],
-                                  h["X-Pingr-Timestamp"])
+            webhook_verify.verify(secret, req["raw"].replace(b"web", b"wex"),
+                                  h["X-Pingr-Signature"], h["X-Pingr-Timestamp"])
         with pytest.raises(webhook_verify.BadSignature):
             webhook_verify.verify("whsec_wrong", req["raw"], h["X-Pingr-Signature"],
                                   h["X-Pingr-Timestamp"])
         with pytest.raises(webhook_verify.BadSignature):
-            webhook_verify.verify(secret, req["raw"], h["X-Pingr-Signature"], h["X-Pingr-Timestamp"],
-                                  now=int(h["X-Pingr-Timestamp"]) + 3600)
+            webhook_verify.verify(secret, req["raw"], h["X-Pingr-Signature"],
+                                  h["X-Pingr-Timestamp"], now=int(h["X-Pingr-Timestamp"]) + 3600)
         # Test delivery, a failing receiver, validation, delete.
         r = await c.post(f"/api/v1/webhooks/{hook['id']}/test")
         assert r.json() == {"ok": True, "status": 200, "error": None}
@@ -76,6 +77,7 @@ async def test_events_are_posted_signed_and_verify(tmp_path, target_server, sink
                      {"name": "x", "url": "http://127.0.0.1/", "events": ["nope"]},
                      {"name": "x", "url": "http://127.0.0.1/", "secret": "short"}):
             assert (await c.post("/api/v1/webhooks", json=body)).status_code == 400
-        assert (await c.post("/api/v1/webhooks", json={"name": "ops", "url": "http://127.0.0.1/"})).status_code == 409
+        assert (await c.post("/api/v1/webhooks",
+                             json={"name": "ops", "url": "http://127.0.0.1/"})).status_code == 409
         assert (await c.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 204
         assert (await c.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 404

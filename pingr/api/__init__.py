@@ -114,7 +114,8 @@ class AlertStatusFastPath:
         self.openapi = inner.openapi
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != STATUS_PATH or scope["method"] not in ("GET", "HEAD"):
+        if (scope["type"] != "http" or scope["path"] != STATUS_PATH
+                or scope["method"] not in ("GET", "HEAD")):
             await self.inner(scope, receive, send)
             return
         headers: dict[str, str] = {}
@@ -129,7 +130,8 @@ class AlertStatusFastPath:
         if outcome.status != 200:
             status, body = outcome.status, json.dumps({"detail": outcome.detail}).encode()
         else:
-            status, body, etag = alerts.alert_status_response(self.app, headers.get("if-none-match"))
+            status, body, etag = alerts.alert_status_response(
+                self.app, headers.get("if-none-match"))
             out_headers = {**out_headers, "ETag": etag, "Cache-Control": "no-cache"}
         raw = [(b"content-type", b"application/json")]
         if status != 304:

@@ -96,7 +96,8 @@ class KeyRing:
         return info
 
 
-def create_key(session: Session, name: str, scope: str, key: str | None = None) -> tuple[ApiKeyRow, str]:
+def create_key(session: Session, name: str, scope: str,
+               key: str | None = None) -> tuple[ApiKeyRow, str]:
     """Insert a key and return (row, plaintext). The plaintext is never stored."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")

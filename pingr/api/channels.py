@@ -71,9 +71,9 @@ class DeliveryOut(BaseModel):
     @classmethod
     def of(cls, d: dict) -> DeliveryOut:
         waiting = d["state"] in ("queued", "retrying")
-        return cls(id=d["id"], channel_id=d["channel_id"], channel=d["channel_name"], kind=d["kind"],
-                   target=d["target_name"], alert_id=d["alert_id"], title=d["title"], body=d["body"],
-                   state=d["state"], attempts=d["attempts"],
+        return cls(id=d["id"], channel_id=d["channel_id"], channel=d["channel_name"],
+                   kind=d["kind"], target=d["target_name"], alert_id=d["alert_id"],
+                   title=d["title"], body=d["body"], state=d["state"], attempts=d["attempts"],
                    next_attempt_at=ts(d["next_attempt_at"]) if waiting else None,
                    last_error=d["last_error"], created_at=ts(d["created_at"]),
                    updated_at=ts(d["updated_at"]))

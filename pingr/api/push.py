@@ -42,7 +42,8 @@ class HeartbeatOut(BaseModel):
     target_id: str
     name: str
     token: str
-    ping_url: str = Field(description="path of the success ping; /start, /fail and /{exit_code} too")
+    ping_url: str = Field(
+        description="path of the success ping; /start, /fail and /{exit_code} too")
     period_seconds: float
     grace_seconds: float
     last_ping_at: UtcTime | None

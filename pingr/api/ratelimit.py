@@ -30,7 +30,8 @@ class TokenBucket:
     fixed-window edge where it could get twice the limit.
     """
 
-    def __init__(self, limit: int, period: float = 60.0, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, limit: int, period: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
                  max_entries: int = MAX_ENTRIES) -> None:
         self.limit = limit
         self.rate = limit / period
@@ -63,7 +64,8 @@ class FailureWindow:
     from that address is refused until the window ends, valid key or not.
     """
 
-    def __init__(self, limit: int, period: float = 60.0, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, limit: int, period: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
                  max_entries: int = MAX_ENTRIES) -> None:
         self.limit = limit
         self.period = period

@@ -41,7 +41,8 @@ class WebhookIn(BaseModel):
             raise ValueError("give at least one event type (or \"*\")")
         for item in value:
             if item != "*" and item not in WEBHOOK_EVENTS:
-                raise ValueError(f"unknown event {item!r}: use * or one of {', '.join(WEBHOOK_EVENTS)}")
+                raise ValueError(f"unknown event {item!r}: use * or one of "
+                                 f"{', '.join(WEBHOOK_EVENTS)}")
         return value
 
 

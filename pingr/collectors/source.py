@@ -36,5 +36,8 @@ def make_target(target_id: str, kind: Literal["system", "pi", "container"],
 
 def feed(monitor: Monitor, target_id: str, ts: int, success: bool, error: str | None = None,
          metrics: dict[str, Any] | None = None) -> None:
-    """Hand one finding to the monitor as a Result (synthetic targets do not count for staleness)."""
+    """Hand one finding to the monitor as a Result.
+
+    Synthetic targets do not count for staleness.
+    """
     monitor.process(Result(target_id, ts, success, error=error, metrics=metrics))

@@ -35,7 +35,8 @@ class ProbeContext:
                 await client.aclose()
 
 
-def make_client(verify: bool = True, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def make_client(verify: bool = True,
+                transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The one place outbound probe HTTP is configured."""
     from pingr import __version__
 

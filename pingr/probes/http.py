@@ -37,7 +37,8 @@ async def run(target: Target, ctx: ProbeContext) -> Result:
     except httpx.TimeoutException:
         return Result(target.id, ts, False, error=f"timed out after {spec.timeout_ms} ms")
     except httpx.HTTPError as exc:
-        return Result(target.id, ts, False, error=f"{type(exc).__name__}: {exc}" or type(exc).__name__)
+        return Result(target.id, ts, False,
+                      error=f"{type(exc).__name__}: {exc}" or type(exc).__name__)
     latency = round((time.perf_counter() - start) * 1000)
     code = response.status_code
     ok = code in spec.expect_status if spec.expect_status else code < 400
@@ -46,5 +47,6 @@ async def run(target: Target, ctx: ProbeContext) -> Result:
     if spec.body_contains is not None:
         text = body.decode(response.encoding or "utf-8", errors="replace")
         if spec.body_contains not in text:
-            return Result(target.id, ts, False, latency, code, f"body does not contain {spec.body_contains!r}")
+            return Result(target.id, ts, False, latency, code,
+                          f"body does not contain {spec.body_contains!r}")
     return Result(target.id, ts, True, latency, code)

@@ -183,7 +183,8 @@ async def run(target: Target, ctx: ProbeContext) -> Result:
     except OSError as exc:
         return Result(target.id, ts, False, error=f"send failed: {exc.strerror or exc}")
     if host.packets_sent == 0:
-        return Result(target.id, ts, False, error="send failed: no packet could be sent (no route?)")
+        return Result(target.id, ts, False,
+                      error="send failed: no packet could be sent (no route?)")
     if host.packets_received == 0:
         return Result(target.id, ts, False, error=f"no echo reply within {spec.timeout_ms} ms")
     return Result(target.id, ts, True, latency_ms=max(0, round(host.min_rtt)))

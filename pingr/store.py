@@ -20,7 +20,14 @@ from sqlmodel import Session, SQLModel, create_engine, delete, select
 
 from pingr import rollup
 from pingr.config import TargetBase
-from pingr.models import AlertRow, ApiKeyRow, Result, ResultRow, Target, TargetRow, parse_target_spec
+from pingr.models import (
+    AlertRow,
+    Result,
+    ResultRow,
+    Target,
+    TargetRow,
+    parse_target_spec,
+)
 from pingr.timeutil import now_ms
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import pytest
 
 from pingr.cli import starter_config
 from pingr.config import (
-    ConfigError,
     Config,
+    ConfigError,
     config_paths,
     database_path,
     load_config,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -11,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import http.server
 
 import pytest
 

@@ -163,6 +163,9 @@ in_root passwd -l root >/dev/null
 in_root systemctl disable ssh.service >/dev/null 2>&1 || true
 in_root systemctl enable systemd-networkd.service systemd-resolved.service \
   systemd-timesyncd.service >/dev/null 2>&1
+# An empty machine-id makes the first boot a "first boot": systemd-firstboot would then wait on
+# the console for a locale and timezone that a headless appliance has nobody to type.
+ln -sf /dev/null "$ROOT/etc/systemd/system/systemd-firstboot.service"
 
 # pingr itself, by the same installer users run (systemctl start is skipped in a chroot).
 install -D -m 755 "$HERE/firstboot.sh" "$ROOT/usr/local/lib/pingr/firstboot.sh"

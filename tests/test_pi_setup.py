@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,13 +95,12 @@ def debian_root(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     src = root / "srv/pingr"
     src.mkdir(parents=True)
-    tar = tmp_path / "checkout.tar"
-    with tarfile.open(tar, "w") as t:
-        for name in CHECKOUT:
-            t.add(REPO / name, arcname=name,
-                  filter=lambda i: None if "__pycache__" in i.name else i)
-    with tarfile.open(tar) as t:
-        t.extractall(src, filter="tar")
+    for name in CHECKOUT:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, src / name)
     # pip inside must trust what pip here trusts (a TLS-intercepting proxy's CA, if any).
     if Path("/etc/ssl/certs/ca-certificates.crt").exists():
         shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "root/host-ca.crt")

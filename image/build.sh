@@ -128,8 +128,14 @@ EOF
 # The firmware blobs are already there (raspi-firmware's postinst); the hook rewrites
 # config.txt and cmdline.txt with the settings above.
 kver=$(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
-in_root DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$kver" \
-  "/boot/vmlinuz-$kver"
+# Without /proc in the chroot, ischroot cannot tell and the hook would refuse (it wants a mounted
+# /boot/firmware outside chroots); we know this is one, so ischroot says so.
+mkdir -p "$ROOT/tmp/pingr-shim"
+printf '#!/bin/sh\nexec /usr/bin/ischroot --default-true "$@"\n' > "$ROOT/tmp/pingr-shim/ischroot"
+chmod 755 "$ROOT/tmp/pingr-shim/ischroot"
+in_root PATH=/tmp/pingr-shim:/usr/sbin:/usr/bin:/sbin:/bin DEB_MAINT_PARAMS=configure \
+  /etc/kernel/postinst.d/z50-raspi-firmware "$kver" "/boot/vmlinuz-$kver"
+rm -rf "$ROOT/tmp/pingr-shim"
 grep -q 'root=LABEL=pingr-root' "$ROOT/boot/firmware/cmdline.txt" \
   || die "cmdline.txt does not name the root by label: $(cat "$ROOT/boot/firmware/cmdline.txt")"
 [ -f "$ROOT/boot/firmware/config.txt" ] || die "raspi-firmware wrote no config.txt"

@@ -36,6 +36,8 @@ T = TypeVar("T")
 #: Rows deleted per statement by retention: small enough that the writer never holds the
 #: database lock for long, large enough that a day of results goes in a few hundred steps.
 DELETE_BATCH = 5000
+#: Free pages always kept for reuse (1 MB at 4 KB pages) before incremental vacuum runs.
+RESERVE_PAGES = 256
 #: Results kept in memory while the disk refuses writes, so a full disk cannot exhaust RAM.
 MAX_PENDING = 50_000
 #: Over the size cap, data is removed until the used pages are this fraction of the cap, so
@@ -290,11 +292,24 @@ class Store:
         buckets = (self._delete_buckets("rollup_minute", now - self.minute_retention_ms)
                    + self._delete_buckets("rollup_hour", now - self.hour_retention_ms))
         capped = self.enforce_cap(vacuum=False)
-        if total or buckets or capped:
+        if capped or ((total or buckets) and self._free_pages_over_reserve()):
             self._vacuum()
         if total:
             log.info("retention removed %d results older than the cutoff", total)
         return total
+
+    def _free_pages_over_reserve(self) -> bool:
+        """True when more than a quarter of the file is free pages.
+
+        Below that, freed pages are kept: the next hours' results fill them without growing
+        the file, whereas handing them back and growing again moves and rewrites pages every
+        hour for nothing (SD-card wear). The file stays bounded either way.
+        """
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            free = conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0
+            pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 1
+        return free > max(RESERVE_PAGES, pages // 4)
 
     def _vacuum(self) -> None:
         assert self.engine is not None

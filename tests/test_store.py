@@ -50,7 +50,7 @@ def test_retention_deletes_in_batches_and_returns_space(tmp_path):
     now = 10 * 86400 * 1000
     store = open_store(tmp_path, retention_seconds=86400, clock_ms=lambda: now)
     [t] = store.reconcile([IcmpTarget(type="icmp", name="lo", host="127.0.0.1")])
-    old = 2 * DELETE_BATCH + 123
+    old = 5 * DELETE_BATCH + 123
     for i in range(old):
         store.add_result(Result(t.id, now - 3 * 86400 * 1000 + i, True, 1, error="x" * 50), t.pk)
     for i in range(500):
@@ -67,6 +67,24 @@ def test_retention_deletes_in_batches_and_returns_space(tmp_path):
         assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
         assert db.execute("PRAGMA page_count").fetchone()[0] < pages_before
     assert store.cleanup() == 0
+    store.close()
+
+
+def test_small_deletions_keep_free_pages_for_reuse(tmp_path):
+    """Below the reserve, freed pages stay in the file for the next results (no page moves)."""
+    now = 10 * 86400 * 1000
+    store = open_store(tmp_path, retention_seconds=86400, clock_ms=lambda: now)
+    [t] = store.reconcile([IcmpTarget(type="icmp", name="lo", host="127.0.0.1")])
+    for i in range(2000):
+        store.add_result(Result(t.id, now - 3 * 86400 * 1000 + i, True, 1, error="x" * 50), t.pk)
+    for i in range(20000):
+        store.add_result(Result(t.id, now - 1000 + i, True, 1), t.pk)
+    store.flush()
+    assert store.cleanup() == 2000
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    assert 0 < free <= max(256, pages // 4)
     store.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 Color = Any  # a tower's frozenset of lit lamps, or an RGB triple
 
 
-class Output:
+class Output(ABC):
     """One configured output. `show()` changes what it displays only when the look changes."""
 
     def __init__(self, config: OutputConfig, factory: Any) -> None:
@@ -29,17 +30,18 @@ class Output:
 
     # What a subclass provides --------------------------------------------------------------
 
+    @abstractmethod
     def _write(self, color: Color, level: float) -> None:
-        raise NotImplementedError
+        """Drive the devices to `color` at brightness `level` (0..1)."""
 
+    @abstractmethod
     def full_color(self) -> Color:
         """Everything on: the lamp-test look."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def value(self) -> Any:
         """The devices' current value (JSON-ready)."""
-        raise NotImplementedError
 
     # Shared behaviour -----------------------------------------------------------------------
 

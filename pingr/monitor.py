@@ -128,7 +128,9 @@ class Monitor:
                 state.last = Result(target.id, r.ts, r.success, r.latency_ms, r.status_code,
                                     r.error)
                 state.changed_ms = r.ts
-                state.status = UP if r.success else PENDING
+                # Up unless it has never succeeded; trailing failures below the threshold
+                # keep their count (amber), as they were before the restart.
+                state.status = UP if any(row.success for row in recent) else PENDING
             if alert is not None:
                 state.alert = alert.model_dump()
                 state.status = DOWN

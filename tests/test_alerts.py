@@ -201,3 +201,17 @@ async def test_examples_contract_shape_with_plain_clients(tmp_path, target_serve
                  for t in data["failing_targets"]]
         assert lines[0].startswith("- Production Server: ") and lines[0].endswith("/2 failures")
         await asyncio.sleep(0)
+
+
+async def test_restart_keeps_failures_below_threshold_visible(tmp_path, target_server):
+    cfg = make_config(tmp_path, targets=[http_target(target_server.url, "web",
+                                                     failure_threshold=10)])
+    async with running_app(cfg) as run:
+        tid = next(iter(run.app.targets))
+        await run.wait_for(lambda: run.app.monitor.state_of(tid).status == "up")
+        target_server.behaviour.status = 500
+        await run.wait_for(lambda: run.app.monitor.state_of(tid).failures >= 2)
+    async with running_app(cfg) as run:
+        state = run.app.monitor.state_of(tid)
+        assert state.status == "up" and state.failures >= 2
+        assert (await status(run))["alert"] is False

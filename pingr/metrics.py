@@ -139,26 +139,35 @@ class Metrics:
     name = "metrics"
 
     def __init__(self, app: App, config: MetricsConfig) -> None:
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.gc_collector import GCCollector
-        from prometheus_client.platform_collector import PlatformCollector
-        from prometheus_client.process_collector import ProcessCollector
-
         from pingr.api.metrics import metrics_router
 
         self.app = app
         self.config = config
-        # One registry per App: tests (and a reload) build several Apps in one process, and
-        # the global registry refuses a second collector with the same names.
-        self.registry = CollectorRegistry(auto_describe=False)
         self.collector = PingrCollector(app)
-        self.registry.register(self.collector)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        #: Built on the first scrape: prometheus_client costs several MB of RAM, which a Pi
+        #: Zero that nobody scrapes should not pay.
+        self._registry: Any = None
         self.routers: list[Any] = []
         #: Mounted at the root path: /metrics is where every scraper looks.
         self.root_routers = [metrics_router(config.public)]
+
+    @property
+    def registry(self) -> Any:
+        """This App's own registry (never the global one): tests and reloads build several
+        Apps in one process, and the global registry refuses a second collector of a name."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+            from prometheus_client.gc_collector import GCCollector
+            from prometheus_client.platform_collector import PlatformCollector
+            from prometheus_client.process_collector import ProcessCollector
+
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(self.collector)
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+            self._registry = registry
+        return self._registry
 
     async def start(self) -> None:
         self.app.monitor.result_listeners.append(self.collector.on_result)

@@ -102,8 +102,9 @@ def debian_root(tmp_path):
         else:
             shutil.copy2(REPO / name, src / name)
     # pip inside must trust what pip here trusts (a TLS-intercepting proxy's CA, if any).
-    if Path("/etc/ssl/certs/ca-certificates.crt").exists():
-        shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "root/host-ca.crt")
+    bundle = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
+    if bundle.exists():
+        shutil.copy(bundle, root / "root/host-ca.crt")
     try:
         yield root
     finally:

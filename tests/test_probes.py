@@ -195,3 +195,16 @@ async def test_tcp_open_and_closed(ctx, target_server):
         port = s.getsockname()[1]
         r = await PROBES["tcp"](target(type="tcp", host="127.0.0.1", port=port), ctx)
     assert not r.success and r.error.startswith("connect failed")
+
+
+@needs_icmp
+async def test_icmp_works_where_a_socket_option_is_missing(monkeypatch):
+    """qemu-user and some kernels lack SO_TIMESTAMPNS: replies are then timed on arrival."""
+    from pingr.probes import icmp
+
+    monkeypatch.setattr(icmp, "SO_TIMESTAMPNS", 9999)  # the kernel answers ENOPROTOOPT
+    monkeypatch.setattr(icmp, "_DISPATCHERS", icmp.weakref.WeakKeyDictionary())
+    ctx = ProbeContext()
+    result = await PROBES["icmp"](target(type="icmp", host="127.0.0.1"), ctx)
+    assert result.success, result.error
+    assert 0 <= result.latency_ms < 100

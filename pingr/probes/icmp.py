@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -15,6 +16,8 @@ from icmplib.exceptions import ICMPLibError
 
 from pingr.models import Result, Target
 from pingr.probes.context import ProbeContext
+
+log = logging.getLogger(__name__)
 
 
 class IcmpUnavailable(RuntimeError):
@@ -62,17 +65,26 @@ class Dispatcher:
         kind = socket.SOCK_RAW if privileged else socket.SOCK_DGRAM
         self.sock = socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP)
         self.sock.setblocking(False)
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        try:  # room for a burst of replies; FORCE works with CAP_NET_ADMIN only
-            self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        # Kernel receive timestamps and big buffers are refinements: where a kernel (or an
+        # emulator such as qemu-user) lacks an option, replies are timed on arrival instead.
+        self._try_option(SO_TIMESTAMPNS, 1)
+        # Room for a burst of replies; the forced size needs CAP_NET_ADMIN.
+        if not self._try_option(33, 4 << 20):  # SO_RCVBUFFORCE
+            self._try_option(socket.SO_RCVBUF, 4 << 20)
+        self._try_option(socket.SO_SNDBUF, 1 << 20)
         self.ident = os.getpid() & 0xFFFF
         self.seq = 0
         self.waiting: dict[int, tuple[asyncio.Future[int], int]] = {}
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _try_option(self, option: int, value: int) -> bool:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, option, value)
+            return True
+        except OSError as exc:
+            log.debug("ICMP socket option %d is not available: %s", option, exc)
+            return False
 
     def close(self) -> None:
         self.loop.remove_reader(self.sock.fileno())

@@ -88,7 +88,8 @@ class Store:
         self.retention_ms = int(retention_seconds * 1000)
         self.clock_ms = clock_ms
         self.engine: Engine | None = None
-        self._lock = threading.Lock()
+        # Reentrant: the failed-flush path re-buffers through note_key_use while holding it.
+        self._lock = threading.RLock()
         self._results: deque[dict[str, Any]] = deque()
         self._alerts: dict[int, dict[str, Any]] = {}
         self._key_use: dict[int, tuple[int, int]] = {}
@@ -188,19 +189,20 @@ class Store:
             if not keep:
                 self.raw_skipped += 1
                 return
-        if len(self._results) >= MAX_PENDING:
-            self._results.popleft()
-            self.dropped_results += 1
-        self._results.append(
-            {
-                "target_pk": target_pk,
-                "ts": result.ts,
-                "success": result.success,
-                "latency_ms": result.latency_ms,
-                "status_code": result.status_code,
-                "error": result.error,
-            }
-        )
+        row = {
+            "target_pk": target_pk,
+            "ts": result.ts,
+            "success": result.success,
+            "latency_ms": result.latency_ms,
+            "status_code": result.status_code,
+            "error": result.error,
+        }
+        # Locked: the writer thread takes the buffer between two of these appends.
+        with self._lock:
+            if len(self._results) >= MAX_PENDING:
+                self._results.popleft()
+                self.dropped_results += 1
+            self._results.append(row)
         self._poke()
 
     def put_alert(self, alert: dict[str, Any]) -> None:
@@ -211,8 +213,9 @@ class Store:
 
     def note_key_use(self, key_id: int, ts: int, count: int = 1) -> None:
         """Count an API key's use in memory; written with the next batch, not per request."""
-        last, n = self._key_use.get(key_id, (ts, 0))
-        self._key_use[key_id] = (max(last, ts), n + count)
+        with self._lock:
+            last, n = self._key_use.get(key_id, (ts, 0))
+            self._key_use[key_id] = (max(last, ts), n + count)
 
     def pending(self) -> bool:
         return bool(self._results or self._alerts or self._key_use or self._rollups)
@@ -224,8 +227,10 @@ class Store:
         with self._lock:
             results = list(self._results)
             self._results.clear()
-            alerts = list(self._alerts.values())
-            self._alerts.clear()
+            # Alerts stay in the buffer until committed, so a reader never misses one that is
+            # neither in the buffer nor on disk yet; committed entries are dropped below.
+            pending_alerts = dict(self._alerts)
+            alerts = list(pending_alerts.values())
             key_use = self._key_use
             self._key_use = {}
             rollups = self._rollups
@@ -254,13 +259,11 @@ class Store:
                     )
         except Exception as exc:  # disk full, read-only filesystem, I/O error
             with self._lock:
-                # Keep the data for the next try; alerts that changed since win over ours.
+                # Keep the data for the next try (alerts never left the buffer).
                 self._results.extendleft(reversed(results))
                 while len(self._results) > MAX_PENDING:
                     self._results.popleft()
                     self.dropped_results += 1
-                for alert in alerts:
-                    self._alerts.setdefault(alert["id"], alert)
                 for key_id, (last, count) in key_use.items():
                     self.note_key_use(key_id, last, count)
                 rollup.merge(self._rollups, rollups)
@@ -268,6 +271,10 @@ class Store:
                 log.error("database write failed, will retry: %s", exc)
             self.last_error = str(exc)
             return 0
+        with self._lock:
+            for alert_id, alert in pending_alerts.items():
+                if self._alerts.get(alert_id) is alert:  # not changed again meanwhile
+                    del self._alerts[alert_id]
         if self.last_error is not None:
             log.info("database writes work again")
         self.last_error = None

@@ -49,27 +49,12 @@ say() { echo "build: $*"; }
 die() { echo "build: error: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap and chroot need it)"
 
-first_mirror() {
-  local m
-  m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1)
-  [ -n "$m" ] || m=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-                     | awk '{print $2}' | grep -v security | head -n1)
-  echo "${m:-http://deb.debian.org/debian}"
-}
+# shellcheck source=/dev/null  # scripts/debian-lib.sh, checked on its own by the tests
+. "$(dirname "$0")/../scripts/debian-lib.sh"
 [ -n "$MIRROR" ] || MIRROR=$(first_mirror)
 
-need=()
-for p in debootstrap qemu-user-static binfmt-support e2fsprogs dosfstools mtools fdisk xz-utils; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-mountpoint -q /proc/sys/fs/binfmt_misc || mount binfmt_misc -t binfmt_misc /proc/sys/fs/binfmt_misc
-update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
-[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "the qemu-aarch64 binfmt handler is not registered"
+install_missing debootstrap qemu-user-static binfmt-support e2fsprogs dosfstools mtools fdisk xz-utils
+enable_aarch64_binfmt || die "the qemu-aarch64 binfmt handler is not registered"
 
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SRC/pingr/__init__.py")
 [ -n "$VERSION" ] || die "cannot read pingr's version from pingr/__init__.py"

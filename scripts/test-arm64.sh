@@ -34,27 +34,12 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "test-arm64: run as root (debootstrap and chroot need it)" >&2; exit 1; }
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
-first_mirror() {
-  # deb822 sources first (Debian 12+), then the one-line format.
-  local m
-  m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1)
-  [ -n "$m" ] || m=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-                     | awk '{print $2}' | grep -v security | head -n1)
-  echo "${m:-http://deb.debian.org/debian}"
-}
+# shellcheck source=/dev/null  # scripts/debian-lib.sh, checked on its own by the tests
+. "$(dirname "$0")/debian-lib.sh"
 [ -n "$MIRROR" ] || MIRROR=$(first_mirror)
 
-need=()
-for p in debootstrap qemu-user-static binfmt-support rsync; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-mountpoint -q /proc/sys/fs/binfmt_misc || mount binfmt_misc -t binfmt_misc /proc/sys/fs/binfmt_misc
-update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
-[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || {
+install_missing debootstrap qemu-user-static binfmt-support rsync
+enable_aarch64_binfmt || {
   echo "test-arm64: the qemu-aarch64 binfmt handler is not registered" >&2; exit 1; }
 
 start=$(date +%s)

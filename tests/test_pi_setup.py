@@ -16,7 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SETUP = REPO / "pi-setup.sh"
 SCRIPTS = [SETUP, REPO / "image/build.sh", REPO / "image/firstboot.sh",
-           REPO / "image/test-boot.sh", REPO / "scripts/test-arm64.sh"]
+           REPO / "image/test-boot.sh", REPO / "scripts/test-arm64.sh",
+           REPO / "scripts/debian-lib.sh"]
 #: What pi-setup.sh needs from a checkout (the same list image/build.sh stages).
 CHECKOUT = ["pingr", "pyproject.toml", "README.md", "pingr.example.yaml", "pi-setup.sh", "systemd"]
 

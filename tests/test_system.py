@@ -35,8 +35,10 @@ async def test_system_shape_and_details(tmp_path):
         assert 0 <= body["cpu"]["usage_percent"] <= 100
         assert body["memory"]["total_bytes"] == psutil.virtual_memory().total
         assert 0 < body["memory"]["used_bytes"] < body["memory"]["total_bytes"]
+        # "/" is listed even where the mount table does not name it (a chroot lists host paths).
         root = next(d for d in body["disk"] if d["mount"] == "/")
         assert set(root) >= {"mount", "total_bytes", "used_bytes", "usage_percent"}
+        assert root["total_bytes"] == psutil.disk_usage("/").total
         assert set(body["network"]) == {"bytes_sent", "bytes_recv"}
         # No Docker socket configured here: counts are null, not made up.
         assert body["containers"] == {"running": None, "stopped": None, "unhealthy": None}

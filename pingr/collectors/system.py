@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -94,6 +95,11 @@ def real_disks(extra_mounts: list[str] | tuple[str, ...] = ("/",)) -> list[DiskU
                 parts[p.mountpoint] = p
     out = []
     seen_devices: set[tuple[str, str]] = set()
+    if "/" in extra_mounts and "/" not in parts:
+        root = _unlisted_root()
+        if root is not None:
+            seen_devices.add((root.device, f"{root.total_bytes}:{root.used_bytes}"))
+            out.append(root)
     for mount in sorted(parts):
         p = parts[mount]
         try:
@@ -109,6 +115,26 @@ def real_disks(extra_mounts: list[str] | tuple[str, ...] = ("/",)) -> list[DiskU
                              _pct(usage.used, usage.used + usage.free),
                              "ro" in p.opts.split(",")))
     return out
+
+
+def _unlisted_root() -> DiskUsage | None:
+    """The root filesystem when no mount entry names "/": in a chroot the mount table lists
+    host paths only, yet `/` is still this process's disk and the one that fills up (reported
+    as "not mounted" it would raise a false disk alert). Its device is found through sysfs
+    where it is a block device; its filesystem type is not known from here."""
+    try:
+        usage = psutil.disk_usage("/")
+        st = os.stat("/")
+        read_only = bool(os.statvfs("/").f_flag & os.ST_RDONLY)
+    except OSError:
+        return None
+    device = ""
+    with contextlib.suppress(OSError):
+        name = os.path.basename(os.readlink(
+            f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"))
+        device = f"/dev/{name}"
+    return DiskUsage("/", device, "", usage.total, usage.used, usage.free,
+                     _pct(usage.used, usage.used + usage.free), read_only)
 
 
 class HostSampler:

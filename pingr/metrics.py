@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -123,6 +125,48 @@ class PingrCollector:
                                 value=_db_bytes(store.path))
 
 
+class ProcessMetrics:
+    """The standard `process_*` families (the names and meaning of prometheus_client's
+    ProcessCollector), read through psutil and os.times() rather than /proc/self/stat.
+
+    /proc/self/stat is the file qemu-user fakes (zeros for memory and CPU time), and it does not
+    exist off Linux; /proc/self/statm (psutil's memory figures) and times() are real there.
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+
+    def collect(self) -> Iterator[Any]:
+        import psutil
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        mem = self.process.memory_info()
+        yield GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                                value=mem.vms)
+        yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size in bytes.",
+                                value=mem.rss)
+        yield GaugeMetricFamily("process_start_time_seconds",
+                                "Start time of the process since unix epoch in seconds.",
+                                value=self.process.create_time())
+        times = os.times()
+        yield CounterMetricFamily("process_cpu_seconds_total",
+                                  "Total user and system CPU time spent in seconds.",
+                                  value=times.user + times.system)
+        if hasattr(self.process, "num_fds"):  # POSIX only
+            with contextlib.suppress(psutil.Error):
+                yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.",
+                                        value=self.process.num_fds())
+        try:
+            import resource
+        except ImportError:
+            return
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.",
+                                value=float("inf") if soft == resource.RLIM_INFINITY else soft)
+
+
 def _db_bytes(path: Any) -> int:
     total = 0
     for suffix in ("", "-wal"):
@@ -159,11 +203,10 @@ class Metrics:
             from prometheus_client import CollectorRegistry
             from prometheus_client.gc_collector import GCCollector
             from prometheus_client.platform_collector import PlatformCollector
-            from prometheus_client.process_collector import ProcessCollector
 
             registry = CollectorRegistry(auto_describe=False)
             registry.register(self.collector)
-            ProcessCollector(registry=registry)
+            registry.register(ProcessMetrics())
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
             self._registry = registry

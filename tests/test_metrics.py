@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_config, running_app
@@ -47,8 +50,15 @@ async def test_metrics_follow_targets_and_alerts(tmp_path, target_server):
         assert value(fams, "pingr_alert") == 0 and value(fams, "pingr_open_alerts") == 0
         assert value(fams, "pingr_probes_total", type="http") >= 1
         assert value(fams, "pingr_probe_errors_total", type="http") == 0
-        # prometheus-client's own process and platform collectors are in the same registry.
-        assert value(fams, "process_resident_memory_bytes") > 0
+        # Process figures of this very process (the server runs in it), as the platform reports
+        # them: psutil reads /proc/self/statm, which qemu-user does not fake (unlike .../stat).
+        rss = value(fams, "process_resident_memory_bytes")
+        assert 0.5 < rss / psutil.Process().memory_info().rss < 2, rss
+        assert value(fams, "process_virtual_memory_bytes") >= rss
+        assert value(fams, "process_cpu_seconds_total") > 0
+        assert value(fams, "process_open_fds") > 0
+        assert value(fams, "process_start_time_seconds") <= time.time()
+        # prometheus-client's platform collector is in the same registry.
         assert "python_info" in fams
 
         target_server.behaviour.status = 500

@@ -262,6 +262,9 @@ class Monitor:
             state.alert = None
             log.info("%s is UP again", target.name)
         elif new == UNREACHABLE:
+            if state.alert is not None:  # it went down first: its parent explains it now
+                alert = self._resolve(state.alert, ts)
+                state.alert = None
             log.info("%s is unreachable (its parent %s is down)", target.name,
                      target.spec.depends_on)
         if old == PENDING and new == UP:
@@ -269,6 +272,22 @@ class Monitor:
             return
         self._touch()
         self._emit(Event(f"target.{new}", ts, target, old, new, alert, result))
+        if new in (DOWN, UNREACHABLE):
+            self._children_unreachable(state)
+
+    def _children_unreachable(self, parent: TargetState) -> None:
+        """Children already down when their parent goes down become unreachable.
+
+        Parent and children are probed independently: in one round a child may reach its
+        threshold before the parent does. It failed for the parent's reason, so its alert
+        closes and the parent's is the only one ("one alert, not twenty"), in either order.
+        Grandchildren follow through the child's own change.
+        """
+        name = parent.target.name
+        for child in list(self.states.values()):
+            if (child.target.spec.depends_on == name and child.target.enabled
+                    and child.status == DOWN):
+                self._change(child, UNREACHABLE, child.last)
 
     def _resolve(self, alert: dict[str, Any], ts: int) -> dict[str, Any]:
         alert = dict(alert)

@@ -149,6 +149,49 @@ async def test_dependencies_make_children_unreachable(tmp_path, target_server):
         child_srv.close()
 
 
+async def test_a_child_down_before_its_parent_becomes_unreachable(tmp_path, target_server):
+    # Probed independently, a child can reach its threshold before its parent: here it alerts
+    # after one failure, the router after three. Once the router is down, the NAS's failures
+    # are explained by it: unreachable, its alert closed, one alert left.
+    from tests.conftest import TargetServer
+
+    child_srv = TargetServer()
+    cfg = make_config(tmp_path, targets=[
+        http_target(target_server.url, "router", failure_threshold=3),
+        http_target(child_srv.url, "nas", depends_on="router", failure_threshold=1),
+        http_target(child_srv.url, "printer", depends_on="nas", failure_threshold=1),
+    ])
+    events = []
+    try:
+        async with running_app(cfg) as run:
+            m = run.app.monitor
+            ids = {t.name: t.id for t in run.app.targets.values()}
+            await run.wait_for(lambda: all(m.state_of(i).status == "up" for i in ids.values()))
+            m.listeners.append(lambda e: events.append(e))
+            target_server.behaviour.status = 500
+            child_srv.behaviour.status = 500
+            await run.wait_for(lambda: m.state_of(ids["nas"]).status == "down")
+            assert m.state_of(ids["router"]).status == "up"  # failing, below its threshold
+            nas_alert = m.state_of(ids["nas"]).alert
+            assert nas_alert is not None
+            await run.wait_for(lambda: m.state_of(ids["router"]).status == "down")
+            assert m.state_of(ids["nas"]).status == "unreachable"
+            assert m.state_of(ids["printer"]).status == "unreachable"
+            assert m.state_of(ids["nas"]).alert is None
+            closed = next(e for e in events if e.type == "target.unreachable"
+                          and e.target.name == "nas")
+            assert closed.old == "down" and closed.alert["id"] == nas_alert["id"]
+            assert closed.alert["resolved_at"] is not None
+            snap = m.snapshot()
+            assert [f.name for f in snap.failing] == ["router"]
+            assert sorted(snap.unreachable) == ["nas", "printer"]
+            await run.wait_for(lambda: run.app.store.alert(nas_alert["id"]).resolved_at)
+            body = await status(run)
+            assert [f["name"] for f in body["failing_targets"]] == ["router"]
+    finally:
+        child_srv.close()
+
+
 async def test_stale_monitor_is_never_all_ok(tmp_path, target_server):
     cfg = make_config(tmp_path, targets=[http_target(target_server.url, "web")])
     async with running_app(cfg) as run:

@@ -7,7 +7,8 @@
 #   2. builds an arm64 Debian bookworm root once with debootstrap (kept in $ROOT and reused);
 #   3. copies this checkout (tracked and untracked files, not .venv) into the root, then runs the
 #      project's own CI command there: tests/bootstrap.sh (Debian packages and a venv with aarch64
-#      wheels from the registry) followed by `python -m pytest`.
+#      wheels from the registry) followed by `python -m pytest`, with PINGR_TEST_SLOW=4 (tests
+#      wait up to 4 times longer for things to happen; override it from the environment).
 #
 # Usage: scripts/test-arm64.sh [--root DIR] [--mirror URL] [-- PYTEST-ARGS...]
 #   --root DIR     where the arm64 root lives (default /var/tmp/pingr-arm64-root); reused if present
@@ -87,7 +88,7 @@ echo "test-arm64: arch inside the root: $(chroot "$ROOT" uname -m)"
 t0=$(date +%s)
 set +e
 chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  HOME=/root LANG=C.UTF-8 CI=true "${pip_cert[@]}" /bin/bash -c \
+  HOME=/root LANG=C.UTF-8 CI=true PINGR_TEST_SLOW="${PINGR_TEST_SLOW:-4}" "${pip_cert[@]}" /bin/bash -c \
   'cd /srv/pingr && ./tests/bootstrap.sh && .venv/bin/python -m pytest "$@"' pytest "${PYTEST_ARGS[@]}"
 rc=$?
 set -e

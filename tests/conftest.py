@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,12 @@ from pingr.config import parse_config
 pytest_plugins = ["tests.dockerd"]
 
 ADMIN_KEY = "pingr_test_admin_key_0123456789abcdef"
+
+#: How much longer than on an ordinary machine to wait for things that take time (a start, a
+#: state change): scripts/test-arm64.sh sets PINGR_TEST_SLOW under qemu-user emulation, which
+#: runs Python several times slower. It stretches the deadlines of waits (wait_for, start, stop);
+#: latency bounds a test asserts explicitly are not scaled.
+SLOW = max(1.0, float(os.environ.get("PINGR_TEST_SLOW") or 1))
 
 
 class Behaviour:
@@ -106,7 +113,8 @@ class Running:
         self.base = f"http://127.0.0.1:{app.port}"
 
     async def wait_for(self, predicate: Any, timeout: float = 15.0, step: float = 0.05) -> Any:
-        """Poll `predicate()` (sync or async) until it is truthy; fail after `timeout`."""
+        """Poll `predicate()` (sync or async) until it is truthy; fail after `timeout` (× SLOW)."""
+        timeout *= SLOW
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -125,10 +133,11 @@ async def running_app(config: Any, **kwargs: Any) -> AsyncIterator[Running]:
     app = App(config, env={}, **kwargs)
     task = asyncio.create_task(app.serve())
     waiter = asyncio.create_task(app.listening.wait())
-    done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({task, waiter}, timeout=20 * SLOW,
+                                 return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()  # raises the start-up error
-    assert waiter in done, "pingr did not start listening within 20 s"
+    assert waiter in done, f"pingr did not start listening within {20 * SLOW:g} s"
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}",
                                headers={"x-api-key": ADMIN_KEY}, timeout=10)
     try:
@@ -136,4 +145,4 @@ async def running_app(config: Any, **kwargs: Any) -> AsyncIterator[Running]:
     finally:
         await client.aclose()
         app.request_stop()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, 20 * SLOW)

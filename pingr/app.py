@@ -71,7 +71,8 @@ class App:
         self.console = console if console is not None else sys.stderr
         self.db_path = database_path(config, self.env)
         st = config.storage
-        self.store = Store(self.db_path, flush_interval=st.flush_interval, batch_size=st.batch_size,
+        self.store = Store(self.db_path, flush_interval=st.flush_interval,
+                           commit_interval=st.commit_interval, batch_size=st.batch_size,
                            retention_seconds=st.retention, clock_ms=clock_ms, raw=st.raw,
                            raw_sample_seconds=st.raw_sample_interval,
                            minute_retention_seconds=st.minute_retention,
@@ -293,7 +294,7 @@ class App:
             s.flush()
             return plain(row)
 
-        self.store.flush()  # usage counts first, so the listing is current
+        await self.store.commit()  # usage counts first, so the listing is current
         out = await self.store.write(work)
         if action != "list":
             self.keys.reload()
@@ -347,6 +348,7 @@ class App:
         self.targets.pop(target.id, None)
         self.scheduler.remove(target.id)
         self.monitor.remove(target.id)
+        await self.store.forget(target.pk)
         log.info("target %r deleted", target.name)
 
     def _apply(self, target: Target) -> None:

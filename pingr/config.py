@@ -215,8 +215,12 @@ class StorageConfig(Strict):
 
     path: str | None = None
     retention: Duration = Field(7 * 86400, gt=0)
+    #: Results reach the spool file this often (a crash loses at most this much).
     flush_interval: Duration = Field(1.0, ge=0.05, le=300)
-    batch_size: int = Field(500, ge=1, le=100_000)
+    #: The spool is committed to SQLite this often (SD-card wear; a crash loses nothing more).
+    commit_interval: Duration = Field(600.0, ge=1, le=3600)
+    #: ...or sooner, when this many results wait in memory.
+    batch_size: int = Field(5000, ge=1, le=50_000)
     cleanup_interval: Duration = Field(3600, ge=1)
     #: `all` keeps every raw result; `changes` keeps failures, state changes and one sample
     #: per `raw_sample_interval` per target (rollups always count every result).

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, Text
 from sqlmodel import Field, SQLModel
 
 from pingr.config import TargetBase, TargetConfig
@@ -73,19 +73,44 @@ class TargetRow(SQLModel, table=True):
     updated_at: int = 0
 
 
-class ResultRow(SQLModel, table=True):
-    """Raw probe results, kept for `storage.retention`."""
+#: A raw result's row id is its timestamp shifted left by ID_SHIFT bits plus the target's pk:
+#: rows are appended in time order (one B-tree, no per-target index whose scattered leaves
+#: would be rewritten on every commit), a time range is a rowid range, and replaying the
+#: spool after a crash cannot insert a result twice.
+ID_SHIFT = 16
+PK_MASK = (1 << ID_SHIFT) - 1
+
+
+class RawResultRow(SQLModel, table=True):
+    """Raw probe results, kept for `storage.retention`. `id` = ts << ID_SHIFT | target_pk."""
 
     __tablename__ = "results"
-    __table_args__ = (Index("ix_results_target_ts", "target_pk", "ts"),
-                      Index("ix_results_ts", "ts"))
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(primary_key=True)
+    target_pk: int
+    success: bool
+    latency_ms: int | None = None
+    status_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ResultRow:
+    """A raw result as read back (from the database or the not yet committed buffer)."""
+
     target_pk: int
     ts: int
     success: bool
     latency_ms: int | None = None
     status_code: int | None = None
     error: str | None = None
+
+
+class MetaRow(SQLModel, table=True):
+    """Small integers the store keeps about itself (e.g. the last committed spool generation)."""
+
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: int
 
 
 class AlertRow(SQLModel, table=True):

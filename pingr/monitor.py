@@ -108,6 +108,7 @@ class Monitor:
         self._next_alert_id = self.store.max_alert_id() + 1
         open_alerts = {a.target_id: a for a in self.store.open_alerts()}
         newest = self.store.newest_result_ts()
+        recents = self.store.recent_by_target([t.pk for t in targets if t.enabled])
         for target in targets:
             state = self._add(target)
             alert = open_alerts.pop(target.id, None)
@@ -115,7 +116,7 @@ class Monitor:
                 if alert is not None:
                     self._resolve(alert.model_dump(), self.clock_ms())
                 continue
-            recent = self.store.recent_results(target.pk, 1000)
+            recent = recents.get(target.pk, [])
             for row in recent:
                 if row.success != recent[0].success:
                     break

@@ -9,6 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
+from pingr.models import ID_SHIFT
+
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -130,13 +132,13 @@ def backfill(conn: Connection, since_minute: int, since_hour: int) -> None:
         conn.execute(text(f"""
             INSERT OR IGNORE INTO {table}
               (bucket, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max)
-            SELECT ts - ts % {size}, target_pk, count(*), sum(success),
-                   sum(success AND latency_ms IS NOT NULL),
+            SELECT (id >> {ID_SHIFT}) - (id >> {ID_SHIFT}) % {size}, target_pk, count(*),
+                   sum(success), sum(success AND latency_ms IS NOT NULL),
                    coalesce(sum(CASE WHEN success THEN latency_ms END), 0),
                    min(CASE WHEN success THEN latency_ms END),
                    max(CASE WHEN success THEN latency_ms END)
-            FROM results WHERE ts >= :since GROUP BY 1, 2
-        """), {"since": since})
+            FROM results WHERE id >= :since GROUP BY 1, 2
+        """), {"since": since << ID_SHIFT})
 
 
 Totals = tuple[int, int, int, int, int | None, int | None]

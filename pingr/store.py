@@ -1,4 +1,4 @@
-"""SQLite store: WAL, one batched writer thread, retention in batches, history queries."""
+"""SQLite store: WAL, a crash-safe spool, one batched writer thread, retention, history."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -21,6 +22,8 @@ from sqlmodel import Session, SQLModel, create_engine, delete, select
 from pingr import rollup
 from pingr.config import TargetBase
 from pingr.models import (
+    ID_SHIFT,
+    PK_MASK,
     AlertRow,
     Result,
     ResultRow,
@@ -28,6 +31,7 @@ from pingr.models import (
     TargetRow,
     parse_target_spec,
 )
+from pingr.spool import Record, Spool
 from pingr.timeutil import now_ms
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,9 @@ CAP_HEADROOM = 0.9
 #: Summaries up to this window read raw rows (exact to the millisecond, at most a few
 #: thousand rows); longer ones read the aggregates.
 RAW_WINDOW_MS = 3_600_000
+#: The largest row id (results are deleted "oldest first" below it).
+MAX_ID = (1 << 63) - 1
+_COLUMNS = "id, target_pk, success, latency_ms, status_code, error"
 
 
 def _set_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -65,15 +72,31 @@ def _set_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _row(rec: Record) -> ResultRow:
+    rid, success, latency, status, error, _raw = rec
+    return ResultRow(rid & PK_MASK, rid >> ID_SHIFT, success, latency, status, error)
+
+
+def _db_row(r: Any) -> ResultRow:
+    return ResultRow(r[1], r[0] >> ID_SHIFT, bool(r[2]), r[3], r[4], r[5])
+
+
 class Store:
-    """Owns the SQLite file. Writes go through one thread in batches; reads use short sessions."""
+    """Owns the SQLite file and its spool.
+
+    Results are buffered in memory, appended to the spool every `flush_interval` (crash-safe
+    within that time, a few bytes each) and committed to SQLite in one transaction every
+    `commit_interval`, or sooner when `batch_size` results wait or an alert changes. Reads
+    see committed and buffered results alike. All writes run on one thread.
+    """
 
     def __init__(
         self,
         path: Path,
         *,
         flush_interval: float = 1.0,
-        batch_size: int = 500,
+        commit_interval: float = 600.0,
+        batch_size: int = 5000,
         retention_seconds: float = 7 * 86400,
         clock_ms: Callable[[], int] = now_ms,
         raw: str = "all",
@@ -84,29 +107,46 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self.flush_interval = flush_interval
+        self.commit_interval = commit_interval
         self.batch_size = batch_size
         self.retention_ms = int(retention_seconds * 1000)
         self.clock_ms = clock_ms
         self.engine: Engine | None = None
+        self.spool_file = Spool(self.path.with_name(self.path.name + "-spool"))
         # Reentrant: the failed-flush path re-buffers through note_key_use while holding it.
         self._lock = threading.RLock()
-        self._results: deque[dict[str, Any]] = deque()
+        #: Results not yet in the spool, and results in the spool but not yet committed.
+        self._new: deque[Record] = deque()
+        self._spooled: deque[Record] = deque()
+        #: How many were dropped from the front of each (full disk), so a commit that took a
+        #: prefix knows how much of it is already gone.
+        self._dropped_front = [0, 0]
+        #: Per-minute aggregates of results not yet committed / being committed.
+        self._rollups: dict[tuple[int, int], rollup.Acc] = {}
+        self._committing_rollups: dict[tuple[int, int], rollup.Acc] = {}
+        #: A seqlock for readers: they retry when a commit ran while they read, so a result
+        #: is never counted both from memory and from the database, nor missed.
+        self._committing = False
+        self._commit_seq = 0
         self._alerts: dict[int, dict[str, Any]] = {}
         self._key_use: dict[int, tuple[int, int]] = {}
+        #: Newest row id per target: ids stay unique when two results share a millisecond.
+        self._last_id: dict[int, int] = {}
         self._wake: asyncio.Event | None = None
+        self._urgent = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pingr-writer")
         self.dropped_results = 0
         self.last_error: str | None = None
         self.last_flush_ms: int | None = None
         self.rows_written = 0
+        self.spool_bytes = 0
+        self.replayed = 0
         #: "all" keeps every raw result; "changes" keeps failures, flips and periodic samples.
         self.raw_mode = raw
         self.raw_sample_ms = int(raw_sample_seconds * 1000)
         self.minute_retention_ms = int(minute_retention_seconds * 1000)
         self.hour_retention_ms = int(hour_retention_seconds * 1000)
         self.max_size = max_size
-        #: Per-minute aggregates of buffered results, written with the next batch.
-        self._rollups: dict[tuple[int, int], rollup.Acc] = {}
         #: target pk -> (last success, ts of the last raw row kept), for raw: changes.
         self._raw_last: dict[int, tuple[bool, int]] = {}
         self.raw_skipped = 0
@@ -115,7 +155,7 @@ class Store:
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> None:
-        """Create the directory, the file and the tables; set pragmas on every connection."""
+        """Create the directory, the file and the tables, then replay a spool left by a crash."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(
             f"sqlite:///{self.path}",
@@ -124,39 +164,98 @@ class Store:
         event.listen(self.engine, "connect", _set_pragmas)
         with self.engine.connect() as conn:
             tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
+            old_results = "results" in tables and any(
+                c[1] == "ts" for c in conn.exec_driver_sql("PRAGMA table_info(results)"))
+        if old_results:
+            self._migrate_results()
         SQLModel.metadata.create_all(self.engine)
         if "results" in tables and "rollup_hour" not in tables:
             # A database from before rollups: derive them once from the raw results it holds.
             now = self.clock_ms()
             with self.engine.begin() as conn:
                 rollup.backfill(conn, now - self.minute_retention_ms, now - self.hour_retention_ms)
+        self._replay()
+
+    def _migrate_results(self) -> None:
+        """Rewrite a results table of the first layout (ts column, two indexes) into the
+        append-only one keyed by ts << 16 | pk, in one transaction."""
+        assert self.engine is not None
+        log.info("converting the results table to the append-only layout (once)")
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE results RENAME TO results_v1")
+            for name in ("ix_results_target_ts", "ix_results_ts"):
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+            SQLModel.metadata.tables["results"].create(conn)
+            conn.exec_driver_sql(
+                f"INSERT OR IGNORE INTO results ({_COLUMNS}) "
+                f"SELECT (ts << {ID_SHIFT}) | (target_pk & {PK_MASK}), target_pk, success, "
+                "latency_ms, status_code, error FROM results_v1 ORDER BY ts")
+            conn.exec_driver_sql("DROP TABLE results_v1")
+
+    def _meta(self, key: str) -> int | None:
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql(
+                "SELECT value FROM meta WHERE key = ?", (key,)).scalar()
+
+    def _replay(self) -> None:
+        """Commit what a crash left in the spool (only a generation not yet committed)."""
+        committed = self._meta("spool_gen") or 0
+        generation, records, frames = self.spool_file.read()
+        if generation > committed and records:
+            with self._lock:
+                for rec in records:
+                    rid = rec[0]
+                    pk, ts = rid & PK_MASK, rid >> ID_SHIFT
+                    rollup.add(self._rollups, ts - ts % rollup.MINUTE_MS, pk, rec[1], rec[2])
+                    self._last_id[pk] = max(self._last_id.get(pk, 0), rid)
+                    self._spooled.append(rec)
+            self.spool_file.resume(generation, frames)
+            self.replayed = len(records)
+            log.info("recovered %d results from the spool of an unclean stop", len(records))
+            self.flush()
+        else:
+            self.spool_file.start(max(generation, committed) + 1)
 
     def close(self) -> None:
-        """Flush what is buffered and release the file."""
+        """Commit what is buffered and release the file (the spool goes when it is empty)."""
         try:
             self.flush()
         finally:
             self._executor.shutdown(wait=True)
+            self.spool_file.close(remove=self.spool_file.frames == 0)
             if self.engine is not None:
                 self.engine.dispose()
 
     async def run_writer(self) -> None:
-        """Flush at most every `flush_interval`, sooner when a batch fills or an alert changes."""
+        """Spool every `flush_interval`; commit every `commit_interval`, sooner when
+        `batch_size` results wait or an alert changed."""
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
+        next_commit = loop.time() + self.commit_interval
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self.pending():
-                await loop.run_in_executor(self._executor, self.flush)
+            if (self._urgent or loop.time() >= next_commit
+                    or len(self._new) + len(self._spooled) >= self.batch_size):
+                self._urgent = False
+                next_commit = loop.time() + self.commit_interval
+                if self.pending():
+                    await loop.run_in_executor(self._executor, self.flush)
+            elif self._new:
+                await loop.run_in_executor(self._executor, self.spool)
 
     async def write(self, fn: Callable[[Session], T]) -> T:
         """Run a write on the writer thread, so writes never contend with each other."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._in_session, fn)
+
+    async def commit(self) -> int:
+        """Commit everything buffered now (on the writer thread)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.flush)
 
     def _in_session(self, fn: Callable[[Session], T]) -> T:
         assert self.engine is not None
@@ -166,81 +265,117 @@ class Store:
             return out
 
     def _poke(self, urgent: bool = False) -> None:
-        if self._wake is not None and (urgent or len(self._results) >= self.batch_size):
+        if urgent:
+            self._urgent = True
+        if self._wake is not None and (
+                urgent or len(self._new) + len(self._spooled) >= self.batch_size):
             self._wake.set()
 
     # ------------------------------------------------------------------ buffered writes
 
     def add_result(self, result: Result, target_pk: int) -> None:
-        """Buffer one result; it reaches the disk with the next batch.
+        """Buffer one result; it reaches the spool within `flush_interval`.
 
         Every result counts into the per-minute aggregate; with `raw: changes` only failures,
         flips and one success per `raw_sample_interval` are kept as raw rows.
         """
+        ts = result.ts
+        keep = True
         with self._lock:
-            rollup.add(self._rollups, result.ts - result.ts % rollup.MINUTE_MS, target_pk,
+            rid = (ts << ID_SHIFT) | target_pk
+            last = self._last_id.get(target_pk)
+            if last is not None and rid <= last:
+                rid = last + (1 << ID_SHIFT)  # a second result in the same millisecond
+            self._last_id[target_pk] = rid
+            rollup.add(self._rollups, ts - ts % rollup.MINUTE_MS, target_pk,
                        result.success, result.latency_ms)
-        if self.raw_mode == "changes":
-            prev = self._raw_last.get(target_pk)
-            keep = (not result.success or prev is None or not prev[0]
-                    or result.ts - prev[1] >= self.raw_sample_ms)
-            kept_ts = result.ts if keep or prev is None else prev[1]
-            self._raw_last[target_pk] = (result.success, kept_ts)
-            if not keep:
-                self.raw_skipped += 1
-                return
-        row = {
-            "target_pk": target_pk,
-            "ts": result.ts,
-            "success": result.success,
-            "latency_ms": result.latency_ms,
-            "status_code": result.status_code,
-            "error": result.error,
-        }
-        # Locked: the writer thread takes the buffer between two of these appends.
-        with self._lock:
-            if len(self._results) >= MAX_PENDING:
-                self._results.popleft()
+            if self.raw_mode == "changes":
+                prev = self._raw_last.get(target_pk)
+                keep = (not result.success or prev is None or not prev[0]
+                        or ts - prev[1] >= self.raw_sample_ms)
+                self._raw_last[target_pk] = (result.success, ts if keep or prev is None
+                                             else prev[1])
+                if not keep:
+                    self.raw_skipped += 1
+            if len(self._new) + len(self._spooled) >= MAX_PENDING:
+                if self._spooled:
+                    self._spooled.popleft()
+                    self._dropped_front[1] += 1
+                else:
+                    self._new.popleft()
+                    self._dropped_front[0] += 1
                 self.dropped_results += 1
-            self._results.append(row)
+            self._new.append((rid, result.success, result.latency_ms, result.status_code,
+                              result.error, keep))
         self._poke()
 
     def put_alert(self, alert: dict[str, Any]) -> None:
-        """Buffer an alert insert-or-update, flushed promptly."""
+        """Buffer an alert insert-or-update, committed promptly."""
         with self._lock:
             self._alerts[alert["id"]] = dict(alert)
         self._poke(urgent=True)
 
     def note_key_use(self, key_id: int, ts: int, count: int = 1) -> None:
-        """Count an API key's use in memory; written with the next batch, not per request."""
+        """Count an API key's use in memory; written with the next commit, not per request."""
         with self._lock:
             last, n = self._key_use.get(key_id, (ts, 0))
             self._key_use[key_id] = (max(last, ts), n + count)
 
     def pending(self) -> bool:
-        return bool(self._results or self._alerts or self._key_use or self._rollups)
+        return bool(self._new or self._spooled or self._alerts or self._key_use
+                    or self._rollups)
+
+    def spool(self) -> int:
+        """Append the results buffered since the last call to the spool. Returns bytes."""
+        with self._lock:
+            if not self._new:
+                return 0
+            batch = list(self._new)
+            try:
+                written = self.spool_file.append(batch)
+            except OSError as exc:
+                if self.last_error is None:
+                    log.error("spool write failed, results stay in memory: %s", exc)
+                self.last_error = str(exc)
+                return 0
+            self._spooled.extend(batch)
+            self._new.clear()
+            self.spool_bytes += written
+            return written
 
     def flush(self) -> int:
-        """Write everything buffered in one transaction. Returns the number of result rows."""
+        """Commit everything buffered in one transaction, then empty the spool.
+
+        Returns the number of raw result rows written."""
         if self.engine is None:
             return 0
+        self.spool()
         with self._lock:
-            results = list(self._results)
-            self._results.clear()
+            records = list(self._spooled) + list(self._new)
+            taken = (len(self._new), len(self._spooled))
+            drops = list(self._dropped_front)
             # Alerts stay in the buffer until committed, so a reader never misses one that is
             # neither in the buffer nor on disk yet; committed entries are dropped below.
             pending_alerts = dict(self._alerts)
             alerts = list(pending_alerts.values())
             key_use = self._key_use
             self._key_use = {}
-            rollups = self._rollups
+            rollups = self._committing_rollups = self._rollups
             self._rollups = {}
-        if not (results or alerts or key_use or rollups):
+            frames = self.spool_file.frames
+            self._committing = True
+        if not (records or alerts or key_use or rollups or frames):
+            with self._lock:
+                self._committing = False
             return 0
+        rows = sorted((r[0], r[0] & PK_MASK, r[1], r[2], r[3], r[4]) for r in records if r[5])
         try:
             with self.engine.begin() as conn:
-                if results:
-                    conn.execute(ResultRow.__table__.insert(), results)
+                if rows:
+                    # OR IGNORE: only a clock stepped back across a restart can repeat an id.
+                    conn.exec_driver_sql(
+                        f"INSERT OR IGNORE INTO results ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                        rows)
                 rollup.write(conn, rollups)
                 for alert in alerts:
                     stmt = sqlite_insert(AlertRow.__table__).values(**alert)
@@ -257,35 +392,100 @@ class Store:
                         ),
                         {"n": count, "ts": last, "id": key_id},
                     )
+                if frames:
+                    conn.exec_driver_sql(
+                        "INSERT INTO meta (key, value) VALUES ('spool_gen', ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (self.spool_file.generation,))
         except Exception as exc:  # disk full, read-only filesystem, I/O error
             with self._lock:
-                # Keep the data for the next try (alerts never left the buffer).
-                self._results.extendleft(reversed(results))
-                while len(self._results) > MAX_PENDING:
-                    self._results.popleft()
-                    self.dropped_results += 1
+                # Keep the data for the next try (results and alerts never left the buffer).
                 for key_id, (last, count) in key_use.items():
                     self.note_key_use(key_id, last, count)
                 rollup.merge(self._rollups, rollups)
+                self._committing_rollups = {}
+                self._committing = False
+                self._commit_seq += 1
             if self.last_error is None:
                 log.error("database write failed, will retry: %s", exc)
             self.last_error = str(exc)
             return 0
         with self._lock:
+            for i, buf in enumerate((self._new, self._spooled)):
+                for _ in range(max(0, taken[i] - (self._dropped_front[i] - drops[i]))):
+                    buf.popleft()
+            self._committing_rollups = {}
+            self._committing = False
+            self._commit_seq += 1
             for alert_id, alert in pending_alerts.items():
                 if self._alerts.get(alert_id) is alert:  # not changed again meanwhile
                     del self._alerts[alert_id]
+            if frames:
+                try:
+                    self.spool_file.start(self.spool_file.generation + 1)
+                except OSError as exc:
+                    log.error("could not restart the spool: %s", exc)
         if self.last_error is not None:
             log.info("database writes work again")
         self.last_error = None
         self.last_flush_ms = self.clock_ms()
-        self.rows_written += len(results)
-        return len(results)
+        self.rows_written += len(rows)
+        return len(rows)
+
+    def forget_target(self, pk: int) -> None:
+        """Drop a deleted target's buffered results and commit, so a replay cannot bring them
+        back under a reused pk (runs on the writer thread via `forget`)."""
+        with self._lock:
+            for buf in (self._new, self._spooled):
+                kept = [r for r in buf if r[0] & PK_MASK != pk]
+                buf.clear()
+                buf.extend(kept)
+            self._dropped_front = [0, 0]
+            self._rollups = {k: v for k, v in self._rollups.items() if k[1] != pk}
+            self._last_id.pop(pk, None)
+            self._raw_last.pop(pk, None)
+        self.flush()
+
+    async def forget(self, pk: int) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.forget_target, pk)
 
     def pending_alert(self, alert_id: int) -> dict[str, Any] | None:
         with self._lock:
             row = self._alerts.get(alert_id)
             return dict(row) if row else None
+
+    # ------------------------------------------------------------------ consistent reads
+
+    def _consistent(self, from_memory: Callable[[], T], from_db: Callable[[], Any]
+                    ) -> tuple[T, Any]:
+        """(buffered part, database part) of one read, taken so that no commit ran between
+        them: a commit moves results from memory to the database."""
+        while True:
+            with self._lock:
+                busy = self._committing
+                if not busy:
+                    mem = from_memory()
+                    seq = self._commit_seq
+            if busy:
+                time.sleep(0.002)
+                continue
+            db = from_db()
+            with self._lock:
+                if not self._committing and self._commit_seq == seq:
+                    return mem, db
+
+    def _buffered_rows(self, pk: int | None = None, lo: int = 0, hi: int = MAX_ID
+                       ) -> list[ResultRow]:
+        """Buffered raw rows with lo <= id < hi (caller holds the lock)."""
+        return [_row(r) for buf in (self._spooled, self._new) for r in buf
+                if r[5] and lo <= r[0] < hi and (pk is None or r[0] & PK_MASK == pk)]
+
+    def _buffered_minutes(self, pk: int | None = None) -> dict[tuple[int, int], rollup.Acc]:
+        """Copies of the not yet committed minute aggregates (caller holds the lock)."""
+        out: dict[tuple[int, int], rollup.Acc] = {}
+        for part in (self._committing_rollups, self._rollups):
+            rollup.merge(out, {k: v for k, v in part.items() if pk is None or k[1] == pk})
+        return out
 
     # ------------------------------------------------------------------ retention
 
@@ -329,22 +529,26 @@ class Store:
             raw.close()
 
     def _delete_raw(self, cutoff: int, oldest_first: int | None = None) -> int:
-        """Delete raw results with ts < cutoff in short transactions (or the N oldest)."""
+        """Delete raw results with ts < cutoff in short transactions (or the N oldest).
+
+        Ids are ts << 16 | pk, so this is a range at the start of the table: whole pages are
+        freed, and only the page at the edge is rewritten."""
         assert self.engine is not None
+        edge = MAX_ID if oldest_first is not None else cutoff << ID_SHIFT
         total = 0
         while True:
             n = DELETE_BATCH if oldest_first is None else min(DELETE_BATCH, oldest_first - total)
             if n <= 0:
                 break
             with self.engine.begin() as conn:
-                # Why the subquery: SQLite has no DELETE ... LIMIT by default; selecting ids via
-                # the ts index keeps each transaction short so probe batches are never held up.
+                # Why the subquery: SQLite has no DELETE ... LIMIT by default; a batch keeps
+                # each transaction short so commits of new results are never held up.
                 deleted = conn.execute(
                     text(
                         "DELETE FROM results WHERE id IN "
-                        "(SELECT id FROM results WHERE ts < :cutoff ORDER BY ts LIMIT :n)"
+                        "(SELECT id FROM results WHERE id < :edge ORDER BY id LIMIT :n)"
                     ),
-                    {"cutoff": cutoff, "n": n},
+                    {"edge": edge, "n": n},
                 ).rowcount
             total += deleted
             if deleted < n:
@@ -490,6 +694,9 @@ class Store:
         row = _new_row(spec, source, ts)
         session.add(row)
         session.flush()
+        if row.pk is not None and row.pk > PK_MASK:
+            # Result ids carry the pk in 16 bits (see models.ID_SHIFT).
+            raise ValueError(f"too many targets: pk {row.pk} exceeds {PK_MASK}")
         return _to_target(row)
 
     @staticmethod
@@ -506,7 +713,7 @@ class Store:
     def delete_target(session: Session, pk: int) -> None:
         session.exec(delete(TargetRow).where(TargetRow.pk == pk))
         # Results of a deleted target are history nobody can ask for any more.
-        session.exec(delete(ResultRow).where(ResultRow.target_pk == pk))
+        session.execute(text("DELETE FROM results WHERE target_pk = :pk"), {"pk": pk})
         for table in rollup.TABLES.values():
             session.execute(text(f"DELETE FROM {table} WHERE target_pk = :pk"), {"pk": pk})
 
@@ -517,24 +724,70 @@ class Store:
         return Session(self.engine)
 
     def latest_results(self, limit: int) -> list[ResultRow]:
-        with self.session() as s:
-            return list(s.exec(select(ResultRow).order_by(ResultRow.ts.desc()).limit(limit)).all())
+        """The newest raw results of all targets, newest first."""
+        assert self.engine is not None
+
+        def db() -> list[ResultRow]:
+            with self.engine.connect() as conn:
+                return [_db_row(r) for r in conn.exec_driver_sql(
+                    f"SELECT {_COLUMNS} FROM results ORDER BY id DESC LIMIT ?", (limit,))]
+
+        mem, disk = self._consistent(self._buffered_rows, db)
+        return sorted(mem + disk, key=lambda r: r.ts, reverse=True)[:limit]
 
     def target_results(self, pk: int, since: int, until: int, limit: int) -> list[ResultRow]:
-        with self.session() as s:
-            q = (
-                select(ResultRow)
-                .where(ResultRow.target_pk == pk, ResultRow.ts >= since, ResultRow.ts <= until)
-                .order_by(ResultRow.ts.desc())
-                .limit(limit)
-            )
-            return list(s.exec(q).all())
+        """One target's raw results with since <= ts <= until, newest first."""
+        assert self.engine is not None
+        lo, hi = since << ID_SHIFT, (until + 1) << ID_SHIFT
+
+        def db() -> list[ResultRow]:
+            with self.engine.connect() as conn:
+                return [_db_row(r) for r in conn.exec_driver_sql(
+                    f"SELECT {_COLUMNS} FROM results WHERE id >= ? AND id < ? "
+                    "AND target_pk = ? ORDER BY id DESC LIMIT ?", (lo, hi, pk, limit))]
+
+        mem, disk = self._consistent(lambda: self._buffered_rows(pk, lo, hi), db)
+        return sorted(mem + disk, key=lambda r: r.ts, reverse=True)[:limit]
 
     def recent_results(self, pk: int, limit: int) -> list[ResultRow]:
-        """Newest first; used at start-up to restore consecutive-failure counters."""
-        with self.session() as s:
-            q = select(ResultRow).where(ResultRow.target_pk == pk).order_by(ResultRow.ts.desc())
-            return list(s.exec(q.limit(limit)).all())
+        """One target's newest raw results, newest first."""
+        return self.recent_by_target([pk], limit).get(pk, [])
+
+    def recent_by_target(self, pks: Iterable[int], limit: int = 1000
+                         ) -> dict[int, list[ResultRow]]:
+        """Per target, its newest results up to and including the first change of state
+        (success <-> failure), at most `limit`: what start-up needs to restore counters.
+
+        One backward pass over the table for all targets (there is no per-target index: it
+        would cost a scattered page write per target on every commit)."""
+        assert self.engine is not None
+        out: dict[int, list[ResultRow]] = {pk: [] for pk in pks}
+        open_ = set(out)
+
+        def take(row: ResultRow) -> None:
+            got = out[row.target_pk]
+            got.append(row)
+            if len(got) >= limit or got[-1].success != got[0].success:
+                open_.discard(row.target_pk)
+
+        with self._lock:
+            mem = self._buffered_rows()
+        for row in sorted(mem, key=lambda r: r.ts, reverse=True):
+            if row.target_pk in open_:
+                take(row)
+        edge = MAX_ID
+        with self.engine.connect() as conn:
+            while open_:
+                batch = conn.exec_driver_sql(
+                    f"SELECT {_COLUMNS} FROM results WHERE id < ? ORDER BY id DESC LIMIT 20000",
+                    (edge,)).all()
+                if not batch:
+                    break
+                for r in batch:
+                    if r[1] in open_:
+                        take(_db_row(r))
+                edge = batch[-1][0]
+        return out
 
     def summary(self, since: int, pk: int | None = None,
                 until: int | None = None) -> dict[int, tuple[int, int, float | None]]:
@@ -547,42 +800,96 @@ class Store:
         """Per target (count, successes, lat_count, lat_sum, lat_min, lat_max) over [since, until].
 
         Up to RAW_WINDOW the raw rows answer exactly (when every raw result is kept); longer
-        windows read the per-hour aggregates plus per-minute ones at the edges.
+        windows read the per-hour aggregates plus per-minute ones at the edges. Buffered
+        results count too.
         """
         now = self.clock_ms() if until is None else until
         assert self.engine is not None
-        with self.engine.connect() as conn:
-            if self.raw_mode == "all" and now - since <= RAW_WINDOW_MS:
-                sql = ("SELECT target_pk, count(*), sum(success), "
-                       "sum(success AND latency_ms IS NOT NULL), "
-                       "coalesce(sum(CASE WHEN success THEN latency_ms END), 0), "
-                       "min(CASE WHEN success THEN latency_ms END), "
-                       "max(CASE WHEN success THEN latency_ms END) "
-                       "FROM results WHERE ts >= :since AND ts <= :until")
-                params: dict[str, Any] = {"since": since, "until": now}
-                if pk is not None:
-                    sql += " AND target_pk = :pk"
-                    params["pk"] = pk
-                rows = conn.execute(text(sql + " GROUP BY target_pk"), params).all()
+        if self.raw_mode == "all" and now - since <= RAW_WINDOW_MS:
+            lo, hi = since << ID_SHIFT, (now + 1) << ID_SHIFT
+            sql = ("SELECT target_pk, count(*), sum(success), "
+                   "sum(success AND latency_ms IS NOT NULL), "
+                   "coalesce(sum(CASE WHEN success THEN latency_ms END), 0), "
+                   "min(CASE WHEN success THEN latency_ms END), "
+                   "max(CASE WHEN success THEN latency_ms END) "
+                   "FROM results WHERE id >= ? AND id < ?")
+            params: tuple[int, ...] = (lo, hi)
+            if pk is not None:
+                sql += " AND target_pk = ?"
+                params += (pk,)
+
+            def raw_db() -> dict[int, rollup.Totals]:
+                with self.engine.connect() as conn:
+                    rows = conn.exec_driver_sql(sql + " GROUP BY target_pk", params).all()
                 return {r[0]: (int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4]), r[5], r[6])
                         for r in rows}
-            return rollup.window_totals(conn, since, now, now - self.minute_retention_ms, pk)
+
+            mem, disk = self._consistent(lambda: self._buffered_rows(pk, lo, hi), raw_db)
+            acc: dict[tuple[int, int], rollup.Acc] = {}
+            for row in mem:
+                rollup.add(acc, 0, row.target_pk, row.success, row.latency_ms)
+            return rollup.combine([disk, _acc_totals(acc)])
+
+        start_min = since - since % rollup.MINUTE_MS
+
+        def agg_db() -> dict[int, rollup.Totals]:
+            with self.engine.connect() as conn:
+                return rollup.window_totals(conn, since, now, now - self.minute_retention_ms, pk)
+
+        mem_minutes, disk = self._consistent(lambda: self._buffered_minutes(pk), agg_db)
+        recent = {k: v for k, v in mem_minutes.items() if start_min <= k[0] <= now}
+        return rollup.combine([disk, _acc_totals(recent)])
 
     def daily_uptime(self, pk: int, since_day: int) -> dict[int, rollup.Totals]:
         """Per UTC day since `since_day` (midnight, epoch ms), from the per-hour aggregates."""
         assert self.engine is not None
-        with self.engine.connect() as conn:
-            return rollup.daily(conn, pk, since_day)
+
+        def db() -> dict[int, rollup.Totals]:
+            with self.engine.connect() as conn:
+                return rollup.daily(conn, pk, since_day)
+
+        minutes, disk = self._consistent(lambda: self._buffered_minutes(pk), db)
+        days: dict[tuple[int, int], rollup.Acc] = {}
+        for (bucket, p), acc in minutes.items():
+            if bucket >= since_day:
+                rollup.merge(days, {(bucket - bucket % rollup.DAY_MS, p): acc})
+        out = dict(disk)
+        for (day, _p), acc in days.items():
+            out[day] = rollup.combine([{0: out[day]} if day in out else {},
+                                       {0: _totals(acc)}])[0]
+        return out
 
     def history(self, pk: int, since: int, until: int, resolution: str) -> list[tuple[Any, ...]]:
         """Aggregated buckets ("minute" or "hour") of one target, oldest first."""
         assert self.engine is not None
-        with self.engine.connect() as conn:
-            return rollup.series(conn, rollup.TABLES[resolution], pk, since, until)
+        table = rollup.TABLES[resolution]
+
+        def db() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn:
+                return rollup.series(conn, table, pk, since, until)
+
+        minutes, disk = self._consistent(lambda: self._buffered_minutes(pk), db)
+        if resolution == "hour":
+            minutes = rollup.to_hours(minutes)
+        by_bucket: dict[int, rollup.Acc] = {r[0]: list(r[1:]) for r in disk}
+        for (bucket, _p), acc in minutes.items():
+            if since <= bucket <= until:
+                rollup.merge(by_bucket, {bucket: acc})  # type: ignore[dict-item]
+        return [(b, *by_bucket[b]) for b in sorted(by_bucket)]
 
     def newest_result_ts(self) -> int | None:
-        with self.session() as s:
-            return s.exec(select(func.max(ResultRow.ts))).one()
+        """Timestamp of the newest result, committed or buffered."""
+        assert self.engine is not None
+
+        def db() -> int | None:
+            with self.engine.connect() as conn:
+                return conn.exec_driver_sql("SELECT max(id) FROM results").scalar()
+
+        mem, newest = self._consistent(
+            lambda: max((r[0] for buf in (self._spooled, self._new) for r in buf), default=None),
+            db)
+        ids = [i for i in (mem, newest) if i is not None]
+        return max(ids) >> ID_SHIFT if ids else None
 
     def alerts(self, state: str, limit: int) -> list[AlertRow]:
         with self.session() as s:
@@ -621,6 +928,18 @@ class Store:
     def integrity_ok(self) -> bool:
         with self.session() as s:
             return s.exec(text("PRAGMA quick_check")).one()[0] == "ok"
+
+
+def _totals(acc: rollup.Acc) -> rollup.Totals:
+    return (acc[0], acc[1], acc[2], acc[3], acc[4], acc[5])
+
+
+def _acc_totals(acc: dict[tuple[int, int], rollup.Acc]) -> dict[int, rollup.Totals]:
+    """Per-target totals of in-memory buckets."""
+    per_target: dict[tuple[int, int], rollup.Acc] = {}
+    for (_bucket, pk), row in acc.items():
+        rollup.merge(per_target, {(0, pk): row})
+    return {pk: _totals(row) for (_b, pk), row in per_target.items()}
 
 
 def _new_row(spec: TargetBase, source: str, ts: int) -> TargetRow:

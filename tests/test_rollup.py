@@ -97,7 +97,7 @@ def test_raw_changes_keeps_failures_flips_and_samples_but_counts_everything(tmp_
     for i, ok in enumerate(pattern):
         store.add_result(Result(t.id, start + i * 30_000, ok, 4 if ok else None), t.pk)
     store.flush()
-    kept = [r[0] for r in rows(tmp_path, "SELECT ts FROM results ORDER BY ts")]
+    kept = [r[0] for r in rows(tmp_path, "SELECT id >> 16 FROM results ORDER BY id")]
     idx = [(ts - start) // 30_000 for ts in kept]
     # First result, a sample every 5 min (10 probes), the 3 failures, the first success after
     # them (a flip), and samples again counted from that flip.
@@ -133,21 +133,37 @@ def test_retention_of_aggregates_and_summary_beyond_raw_retention(tmp_path):
     store.close()
 
 
-def test_existing_database_gets_aggregates_backfilled_from_raw(tmp_path):
-    store, t = open_store(tmp_path)
-    for i in range(5):
-        store.add_result(Result(t.id, NOW - 3 * HOUR_MS + i * MINUTE_MS, i != 2, 8), t.pk)
-    store.flush()
-    store.close()
-    with sqlite3.connect(tmp_path / "r.db") as db:  # as a database from before rollups
-        db.execute("DROP TABLE rollup_minute")
-        db.execute("DROP TABLE rollup_hour")
+def test_database_of_the_first_layout_is_converted_and_backfilled(tmp_path):
+    """A file from before rollups and the append-only results table (a ts column and two
+    indexes) keeps every result: converted in place, then aggregated once."""
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        db.executescript("""
+            CREATE TABLE targets (pk INTEGER PRIMARY KEY, id VARCHAR NOT NULL UNIQUE,
+              name VARCHAR NOT NULL UNIQUE, type VARCHAR NOT NULL, enabled BOOLEAN NOT NULL,
+              spec TEXT NOT NULL, source VARCHAR NOT NULL, created_at INTEGER NOT NULL,
+              updated_at INTEGER NOT NULL);
+            CREATE TABLE results (id INTEGER PRIMARY KEY, target_pk INTEGER NOT NULL,
+              ts INTEGER NOT NULL, success BOOLEAN NOT NULL, latency_ms INTEGER,
+              status_code INTEGER, error VARCHAR);
+            CREATE INDEX ix_results_target_ts ON results (target_pk, ts);
+            CREATE INDEX ix_results_ts ON results (ts);
+        """)
+        db.executemany("INSERT INTO results (target_pk, ts, success, latency_ms, error) "
+                       "VALUES (1, ?, ?, 8, ?)",
+                       [(NOW - 3 * HOUR_MS + i * MINUTE_MS, i != 2, None if i != 2 else "down")
+                        for i in range(5)])
     store = Store(tmp_path / "r.db", clock_ms=lambda: NOW)
     store.open()
+    assert rows(tmp_path, "SELECT name FROM sqlite_master WHERE tbl_name = 'results'") == [
+        ("results",)]  # no index left: rows are appended in time order
+    got = store.target_results(1, 0, NOW, 10)
+    assert [(r.ts, r.success, r.error) for r in reversed(got)] == [
+        (NOW - 3 * HOUR_MS + i * MINUTE_MS, i != 2, None if i != 2 else "down") for i in range(5)]
     assert rows(tmp_path, "SELECT sum(count), sum(successes), sum(lat_sum) FROM rollup_minute") == [
         (5, 4, 32)]
     assert rows(tmp_path, "SELECT count, successes, lat_min, lat_max FROM rollup_hour") == [
         (5, 4, 8, 8)]
+    assert rows(tmp_path, "PRAGMA integrity_check") == [("ok",)]
     store.close()
 
 

@@ -202,6 +202,8 @@ class Monitor:
             # Staleness means "probes stopped arriving": synthetic targets (collectors, pk 0)
             # keep no raw history and must not hide a stalled scheduler either.
             self.last_result_ms = result.ts
+            if self.stale:
+                self.check_stale()  # fresh again with this result, not at the next check
         state.last = result
         old = state.status
         spec = target.spec
@@ -332,6 +334,12 @@ class Monitor:
         return done
 
     # ------------------------------------------------------------------ staleness
+
+    def probing_started(self) -> None:
+        """Staleness counts from now: no result is overdue before the scheduler runs (a slow
+        start-up, building the API and starting components on a Pi Zero or under emulation,
+        is not a frozen monitor and must not raise the alarm)."""
+        self.started_ms = self.clock_ms()
 
     def check_stale(self) -> bool:
         """Stale when no result arrived for stale_factor × the shortest enabled interval."""

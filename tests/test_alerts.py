@@ -207,6 +207,35 @@ async def test_stale_monitor_is_never_all_ok(tmp_path, target_server):
         assert health.json()["stale"] is True
 
 
+async def test_a_slow_start_is_not_a_stale_monitor(tmp_path, target_server):
+    # Staleness counts from when probing starts, not from when the App was built: a start-up
+    # slower than the stale limit (a Pi Zero, emulation) must not raise the alarm. Limit here:
+    # 2 × 2 s; the first result takes 1.2 s, after the first staleness check (1 s).
+    from pingr.app import App
+
+    target_server.behaviour.delay = 1.2
+    cfg = make_config(tmp_path, alerts={"stale_factor": 2}, targets=[
+        {"name": "slow", "type": "http", "url": target_server.url, "interval": "2s",
+         "timeout": "2s"}])
+    app = App(cfg, env={})
+    await asyncio.sleep(4.5)  # everything before probing took longer than the limit
+    events = []
+    app.monitor.listeners.append(lambda e: events.append(e.type))
+    task = asyncio.create_task(app.serve())
+    try:
+        await asyncio.wait_for(app.listening.wait(), 20)
+        deadline = asyncio.get_running_loop().time() + 20
+        while app.monitor.last_result_ms is None:  # the first (slow) result
+            assert asyncio.get_running_loop().time() < deadline, "no probe result"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.1)  # one more staleness check with the result in
+        assert "monitor.stale" not in events
+        assert app.monitor.stale is False and app.monitor.snapshot().alert is False
+    finally:
+        app.request_stop()
+        await asyncio.wait_for(task, 20)
+
+
 async def test_restart_restores_open_alert_without_alerting_twice(tmp_path, target_server):
     target_server.behaviour.status = 500
     cfg = make_config(tmp_path, targets=[http_target(target_server.url, "web")])

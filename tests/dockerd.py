@@ -52,7 +52,7 @@ class Engine:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited with {self.proc.returncode}: {self.tail()}")
+                raise RuntimeError(f"dockerd exited with {self.proc.returncode}: {self.why()}")
             try:
                 with closing(self.client()) as c:
                     if c.ping():
@@ -60,7 +60,7 @@ class Engine:
             except Exception:  # noqa: BLE001 - not up yet
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"dockerd did not answer within {timeout:.0f}s: {self.tail()}")
+        raise RuntimeError(f"dockerd did not answer within {timeout:.0f}s: {self.why()}")
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM and wait (dockerd stops its containers and containerd); SIGKILL if stuck."""
@@ -80,11 +80,17 @@ class Engine:
 
         return docker.DockerClient(base_url=self.socket, timeout=30)
 
-    def tail(self, n: int = 15) -> str:
+    def why(self) -> str:
+        """The log line that says why dockerd stopped (its start-up warnings come first and
+        are not the reason), else the end of its log."""
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+            lines = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
+        for line in reversed(lines):
+            if line.startswith("failed to start daemon") or "level=fatal" in line:
+                return line
+        return "\n".join(lines[-15:]) or "(empty log)"
 
     def ensure_image(self) -> str:
         """A tiny image from the host's static busybox (no registry is reachable)."""

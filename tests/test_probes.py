@@ -13,10 +13,12 @@ import sys
 import textwrap
 import threading
 
+import httpx
 import pytest
 
 from pingr.models import Target, parse_target_spec
 from pingr.probes import PROBES, ProbeContext
+from pingr.probes.context import LazyTrustContext, lazy_trust_context, make_client
 from pingr.probes.icmp import detect_mode
 
 
@@ -64,6 +66,7 @@ NETNS_PROBE = textwrap.dedent("""
     import asyncio, json, subprocess, sys
     from pingr.models import Target, parse_target_spec
     from pingr.probes import PROBES, ProbeContext
+from pingr.probes.context import LazyTrustContext, lazy_trust_context, make_client
     setup = sys.argv[1]
     if setup:
         subprocess.run(setup, shell=True, check=True)
@@ -185,6 +188,55 @@ async def test_https_self_signed_needs_verify_off(ctx, tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+async def test_https_trust_store_loads_on_first_tls_connection(tmp_path):
+    """The CA bundle (certifi's, ~1.8 MiB of RSS) is loaded by the first https probe only,
+    and then verifies exactly as before: a certificate signed by it passes, hostname checked."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl(1) is needed to make a self-signed certificate")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    trust = lazy_trust_context(str(cert))
+    probe_ctx = ProbeContext(http=httpx.AsyncClient(verify=trust))
+    try:
+        assert trust.cert_store_stats()["x509_ca"] == 0
+        ok = await PROBES["http"](target(type="http", url=f"https://127.0.0.1:{port}/"), probe_ctx)
+        assert ok.success and ok.status_code == 200
+        assert trust.cert_store_stats()["x509_ca"] == 1
+        # The hostname is still checked: the certificate names 127.0.0.1 only.
+        bad = await PROBES["http"](target(type="http", url=f"https://localhost:{port}/"),
+                                   probe_ctx)
+        assert not bad.success and "CERTIFICATE_VERIFY_FAILED" in bad.error
+    finally:
+        await probe_ctx.aclose()
+        srv.shutdown()
+        srv.server_close()
+    # make_client wires it in: certifi's bundle, not loaded until a TLS connection.
+    client = make_client()
+    try:
+        assert isinstance(client._transport._pool._ssl_context, LazyTrustContext)
+        assert client._transport._pool._ssl_context.cert_store_stats()["x509_ca"] == 0
+    finally:
+        await client.aclose()
 
 
 async def test_tcp_open_and_closed(ctx, target_server):

@@ -66,7 +66,6 @@ NETNS_PROBE = textwrap.dedent("""
     import asyncio, json, subprocess, sys
     from pingr.models import Target, parse_target_spec
     from pingr.probes import PROBES, ProbeContext
-from pingr.probes.context import LazyTrustContext, lazy_trust_context, make_client
     setup = sys.argv[1]
     if setup:
         subprocess.run(setup, shell=True, check=True)

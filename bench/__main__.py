@@ -7,9 +7,9 @@ import os
 import platform
 import time
 
-from bench import alertstatus, memory, probes, storage
+from bench import alertstatus, card, memory, probes, storage
 
-ALL = ("icmp", "http", "alert-status", "storage", "memory")
+ALL = ("icmp", "http", "alert-status", "storage", "card", "memory")
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days)",
+        help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days, card 5 min)",
     )
     args = parser.parse_args()
     names = args.names or list(ALL)
@@ -43,6 +43,8 @@ def main() -> None:
         alertstatus.main(seconds=4 if args.quick else 8)
     if "storage" in names:
         storage.main(hours=1.0 if args.quick else 3.0, days=7 if args.quick else 30)
+    if "card" in names:
+        card.main(minutes=5 if args.quick else 20)
     if "memory" in names:
         memory.main(seconds=30 if args.quick else 120)
 

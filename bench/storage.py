@@ -33,6 +33,7 @@ def simulate(
     raw: str,
     per_result: bool = False,
     seed: int = 1,
+    commit_s: float = 600.0,
 ) -> dict:
     """Feed TARGETS×(hours) of results through a Store in simulated time; return counters."""
     from bench.common import proc_io
@@ -41,7 +42,8 @@ def simulate(
     from pingr.store import Store
 
     now = [start_ms]
-    store = Store(db, clock_ms=lambda: now[0], raw=raw, flush_interval=flush_s)
+    store = Store(db, clock_ms=lambda: now[0], raw=raw, flush_interval=flush_s,
+                  commit_interval=commit_s)
     store.open()
     targets = store.reconcile(
         [IcmpTarget(type="icmp", name=f"t{i}", host=f"127.0.0.{i + 1}") for i in range(TARGETS)],
@@ -49,9 +51,11 @@ def simulate(
     )
     rnd = random.Random(seed)
     flush_ms = int(flush_s * 1000)
+    commit_ms = int(commit_s * 1000)
     step = INTERVAL_MS // TARGETS  # staggered: one target every 600 ms
     end = start_ms + int(hours * 3_600_000)
     next_flush = start_ms + flush_ms
+    next_commit = start_ms + commit_ms
     next_cleanup = start_ms + 3_600_000
     # A flaky target: down for 5 minutes every 6 hours (failures, flips, an alert's worth).
     io0, t0 = proc_io(), time.process_time()
@@ -61,9 +65,15 @@ def simulate(
     while ts < end:
         target = targets[i % TARGETS]
         if ts >= next_flush:
+            # The writer's cadence: the spool every flush interval, a commit every commit
+            # interval (pingr/store.py run_writer).
+            now[0] = ts
+            store.spool()
+            next_flush = ts - ts % flush_ms + flush_ms
+        if ts >= next_commit:
             now[0] = ts
             transactions += store.flush() > 0
-            next_flush = ts - ts % flush_ms + flush_ms
+            next_commit = ts - ts % commit_ms + commit_ms
         if ts >= next_cleanup:
             now[0] = ts
             store.flush()
@@ -95,6 +105,7 @@ def simulate(
         "results": i,
         "transactions": transactions,
         "wchar": io1["wchar"] - io0["wchar"],
+        "spool_bytes": store.spool_bytes,
         "write_bytes": io1["write_bytes"]
         - io0["write_bytes"]
         - (io1["cancelled_write_bytes"] - io0["cancelled_write_bytes"]),
@@ -105,10 +116,11 @@ def simulate(
 
 
 def run_variant(
-    db: Path, start_ms: int, hours: float, flush_s: float, raw: str, per_result: bool = False
+    db: Path, start_ms: int, hours: float, flush_s: float, raw: str, per_result: bool = False,
+    commit_s: float = 600.0,
 ) -> dict:
     """simulate() in a fresh process (clean I/O counters)."""
-    args = json.dumps([str(db), start_ms, hours, flush_s, raw, per_result])
+    args = json.dumps([str(db), start_ms, hours, flush_s, raw, per_result, commit_s])
     out = subprocess.run(
         [sys.executable, "-m", "bench.storage", "--variant", args],
         capture_output=True,
@@ -151,7 +163,7 @@ def main(hours: float = 3.0, days: int = 30) -> dict:
         heading(f"Database size: {TARGETS} targets at 30 s for {days} simulated days")
         base = work / "month.db"
         t0 = time.monotonic()
-        r = run_variant(base, START_MS, days * 24, 300, "all")
+        r = run_variant(base, START_MS, days * 24, 600, "all")
         end = START_MS + days * DAY_MS
         all_ms, one_ms, rows = summary_timing(base, end)
         out["db"] = {**r, "summary_all_ms": all_ms, "summary_one_ms": one_ms, "hour_rows": rows}
@@ -172,35 +184,37 @@ def main(hours: float = 3.0, days: int = 30) -> dict:
             "that state (steady: retention deletes as much as arrives)"
         )
         variants = [
-            ("reference: one transaction per result", 1.0, "all", True),
-            ("pingr default: flush_interval 1s, raw: all", 1.0, "all", False),
-            ("flush_interval 10s, raw: all", 10.0, "all", False),
-            ("flush_interval 60s, raw: all", 60.0, "all", False),
-            ("flush_interval 60s, raw: changes", 60.0, "changes", False),
-            ("flush_interval 300s, raw: changes", 300.0, "changes", False),
+            ("reference: one transaction per result", 1.0, "all", True, 1.0),
+            ("commit_interval 1s (the old default)", 1.0, "all", False, 1.0),
+            ("commit_interval 5m", 1.0, "all", False, 300.0),
+            ("pingr default: spool 1s, commit 10m, raw: all", 1.0, "all", False, 600.0),
+            ("commit_interval 30m", 1.0, "all", False, 1800.0),
+            ("default + raw: changes", 1.0, "changes", False, 600.0),
         ]
         scale = 24.0 / hours
         results = {}
-        for label, flush_s, raw, per_result in variants:
+        for label, flush_s, raw, per_result, commit_s in variants:
             db = work / "day.db"
             for suffix in ("", "-wal", "-shm"):
                 src = Path(str(base) + suffix)
                 if src.exists():
                     shutil.copy(src, str(db) + suffix)
-            r = run_variant(db, end, hours, flush_s, raw, per_result)
+            r = run_variant(db, end, hours, flush_s, raw, per_result, commit_s)
             results[label] = r
             for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
         ref = results[variants[0][0]]
         print(
-            f"  {'variant':<44} {'txns/day':>9} {'to fs/day':>11} {'to disk/day':>12} {'vs ref':>7}"
+            f"  {'variant':<48} {'commits/day':>11} {'to fs/day':>11} {'spool/day':>10} "
+            f"{'to disk/day':>12} {'vs ref':>7}"
         )
         for label, *_ in variants:
             r = results[label]
             ratio = r["wchar"] / ref["wchar"]
             print(
-                f"  {label:<44} {r['transactions'] * scale:>9,.0f} "
-                f"{mb(r['wchar'] * scale):>11} {mb(r['write_bytes'] * scale):>12} "
+                f"  {label:<48} {r['transactions'] * scale:>11,.0f} "
+                f"{mb(r['wchar'] * scale):>11} {mb(r['spool_bytes'] * scale):>10} "
+                f"{mb(r['write_bytes'] * scale):>12} "
                 f"{ratio:>7.3f}",
                 flush=True,
             )
@@ -216,7 +230,8 @@ def main(hours: float = 3.0, days: int = 30) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--variant":
-        db, start, hours, flush_s, raw, per_result = json.loads(sys.argv[2])
-        print(json.dumps(simulate(Path(db), start, hours, flush_s, raw, per_result)))
+        db, start, hours, flush_s, raw, per_result, commit_s = json.loads(sys.argv[2])
+        print(json.dumps(simulate(Path(db), start, hours, flush_s, raw, per_result,
+                                  commit_s=commit_s)))
     else:
         main(float(sys.argv[1]) if len(sys.argv) > 1 else 24.0)

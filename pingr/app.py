@@ -28,6 +28,7 @@ from pingr.config import (
     check_dependencies,
     database_path,
     default_targets,
+    spool_path,
     state_directory,
 )
 from pingr.models import ApiKeyRow, Target, parse_target_spec
@@ -76,7 +77,8 @@ class App:
                            retention_seconds=st.retention, clock_ms=clock_ms, raw=st.raw,
                            raw_sample_seconds=st.raw_sample_interval,
                            minute_retention_seconds=st.minute_retention,
-                           hour_retention_seconds=st.hour_retention, max_size=st.max_size)
+                           hour_retention_seconds=st.hour_retention, max_size=st.max_size,
+                           spool_path=spool_path(config, self.db_path, self.env))
         self.write_meter = WriteMeter()
         self.monitor = Monitor(self.store, stale_factor=config.alerts.stale_factor,
                                clock_ms=clock_ms)

@@ -157,7 +157,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     store = Store(database_path(config))
-    store.open()
+    store.open(spool=False)  # the service may be running: its spool is not ours
     try:
         with store.session() as s:
             if args.action == "create":

@@ -221,6 +221,10 @@ class StorageConfig(Strict):
     commit_interval: Duration = Field(600.0, ge=1, le=3600)
     #: ...or sooner, when this many results wait in memory.
     batch_size: int = Field(5000, ge=1, le=50_000)
+    #: Directory of the spool file. Default: systemd's RUNTIME_DIRECTORY (/run/pingr, RAM:
+    #: no card writes, survives a crash or restart of pingr, not a power cut), else the
+    #: database's directory.
+    spool_dir: str | None = None
     cleanup_interval: Duration = Field(3600, ge=1)
     #: `all` keeps every raw result; `changes` keeps failures, state changes and one sample
     #: per `raw_sample_interval` per target (rollups always count every result).
@@ -577,3 +581,16 @@ def database_path(config: Config, env: dict[str, str] | None = None) -> Path:
     if config.storage.path:
         return Path(config.storage.path).expanduser()
     return state_directory(env) / "pingr.db"
+
+
+def spool_path(config: Config, db: Path, env: dict[str, str] | None = None) -> Path:
+    """Where the results spool lives: `storage.spool_dir`, systemd's RUNTIME_DIRECTORY (a
+    tmpfs that outlives restarts of the service with RuntimeDirectoryPreserve=yes), else
+    beside the database."""
+    env = dict(os.environ if env is None else env)
+    name = db.name + "-spool"
+    if config.storage.spool_dir:
+        return Path(config.storage.spool_dir).expanduser() / name
+    if env.get("RUNTIME_DIRECTORY"):
+        return Path(env["RUNTIME_DIRECTORY"].split(":")[0]) / name
+    return db.with_name(name)

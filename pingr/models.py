@@ -81,16 +81,18 @@ ID_SHIFT = 16
 PK_MASK = (1 << ID_SHIFT) - 1
 
 
-class RawResultRow(SQLModel, table=True):
-    """Raw probe results, kept for `storage.retention`. `id` = ts << ID_SHIFT | target_pk."""
-
-    __tablename__ = "results"
-    id: int = Field(primary_key=True)
-    target_pk: int
-    success: bool
-    latency_ms: int | None = None
-    status_code: int | None = None
-    error: str | None = None
+#: Raw results live in one table per UTC day, `results_d<day>` (day = ts // 86,400,000), with
+#: a view `results` over all of them. Retention drops whole days: freeing a day costs no page
+#: writes, where deleting rows from the front of one big table rewrote every page it emptied
+#: (B-tree rebalancing), about as many writes as inserting them had cost.
+RESULTS_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+    id INTEGER PRIMARY KEY,  -- ts << ID_SHIFT | target_pk
+    target_pk INTEGER NOT NULL,
+    success BOOLEAN NOT NULL,
+    latency_ms INTEGER,
+    status_code INTEGER,
+    error VARCHAR)"""
+RESULTS_COLUMNS = "id, target_pk, success, latency_ms, status_code, error"
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import text
@@ -20,19 +20,19 @@ DAY_MS = 86_400_000
 # instead of one page per target, and there is no second index to keep up to date.
 
 
-class MinuteRollup(SQLModel, table=True):
-    """Aggregate of one target's results in one minute (kept `storage.minute_retention`)."""
-
-    __tablename__ = "rollup_minute"
-    __table_args__ = {"sqlite_with_rowid": False}
-    bucket: int = Field(primary_key=True)  # epoch ms of the minute's start
-    target_pk: int = Field(primary_key=True)
-    count: int
-    successes: int
-    lat_count: int  # successful results that carried a latency
-    lat_sum: int
-    lat_min: int | None = None
-    lat_max: int | None = None
+#: Per-minute aggregates live in one table per UTC day, `rollup_minute_d<day>`, with a view
+#: `rollup_minute` over them, so retention drops whole days (no page writes).
+MINUTE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+    bucket INTEGER NOT NULL,  -- epoch ms of the minute's start
+    target_pk INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    successes INTEGER NOT NULL,
+    lat_count INTEGER NOT NULL,  -- successful results that carried a latency
+    lat_sum INTEGER NOT NULL,
+    lat_min INTEGER,
+    lat_max INTEGER,
+    PRIMARY KEY (bucket, target_pk)) WITHOUT ROWID"""
+MINUTE_COLUMNS = "bucket, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max"
 
 
 class HourRollup(SQLModel, table=True):
@@ -50,6 +50,7 @@ class HourRollup(SQLModel, table=True):
     lat_max: int | None = None
 
 
+#: What history reads: the minute view (over the day tables) and the hour table.
 TABLES = {"minute": "rollup_minute", "hour": "rollup_hour"}
 
 _UPSERT = """
@@ -117,28 +118,37 @@ def _params(acc: dict[tuple[int, int], Acc]) -> list[dict[str, Any]]:
     ]
 
 
-def write(conn: Connection, minutes: dict[tuple[int, int], Acc]) -> None:
-    """Upsert a batch's minute buckets and the hour buckets they fold into (one transaction)."""
-    if not minutes:
-        return
-    conn.execute(text(_UPSERT.format(table="rollup_minute")), _params(minutes))
-    conn.execute(text(_UPSERT.format(table="rollup_hour")), _params(to_hours(minutes)))
+def write(conn: Connection, minutes: dict[tuple[int, int], Acc],
+          minute_table: Callable[[int], str],
+          hours: dict[tuple[int, int], Acc] | None = None) -> None:
+    """Upsert a batch's minute buckets (into the table `minute_table(bucket)` names) and the
+    hour buckets they fold into, or `hours` when given (one transaction)."""
+    by_table: dict[str, dict[tuple[int, int], Acc]] = {}
+    for key, row in minutes.items():
+        by_table.setdefault(minute_table(key[0]), {})[key] = row
+    for table, part in sorted(by_table.items()):
+        conn.execute(text(_UPSERT.format(table=table)), _params(part))
+    hours = to_hours(minutes) if hours is None else hours
+    if hours:
+        conn.execute(text(_UPSERT.format(table="rollup_hour")), _params(hours))
 
 
-def backfill(conn: Connection, since_minute: int, since_hour: int) -> None:
-    """Build aggregates from raw results (a database from before rollups existed)."""
-    for table, size, since in (("rollup_minute", MINUTE_MS, since_minute),
-                               ("rollup_hour", HOUR_MS, since_hour)):
-        conn.execute(text(f"""
-            INSERT OR IGNORE INTO {table}
-              (bucket, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max)
+def backfill(conn: Connection, since_minute: int, since_hour: int
+             ) -> tuple[dict[tuple[int, int], Acc], dict[tuple[int, int], Acc]]:
+    """Minute and hour buckets computed from the raw results (a database from before rollups
+    existed); the caller writes them."""
+    out = []
+    for size, since in ((MINUTE_MS, since_minute), (HOUR_MS, since_hour)):
+        rows = conn.execute(text(f"""
             SELECT (id >> {ID_SHIFT}) - (id >> {ID_SHIFT}) % {size}, target_pk, count(*),
                    sum(success), sum(success AND latency_ms IS NOT NULL),
                    coalesce(sum(CASE WHEN success THEN latency_ms END), 0),
                    min(CASE WHEN success THEN latency_ms END),
                    max(CASE WHEN success THEN latency_ms END)
             FROM results WHERE id >= :since GROUP BY 1, 2
-        """), {"since": since << ID_SHIFT})
+        """), {"since": since << ID_SHIFT}).all()
+        out.append({(r[0], r[1]): [r[2], r[3], r[4], r[5], r[6], r[7]] for r in rows})
+    return out[0], out[1]
 
 
 Totals = tuple[int, int, int, int, int | None, int | None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -24,6 +25,8 @@ from pingr.config import TargetBase
 from pingr.models import (
     ID_SHIFT,
     PK_MASK,
+    RESULTS_COLUMNS,
+    RESULTS_DDL,
     AlertRow,
     Result,
     ResultRow,
@@ -52,7 +55,11 @@ CAP_HEADROOM = 0.9
 RAW_WINDOW_MS = 3_600_000
 #: The largest row id (results are deleted "oldest first" below it).
 MAX_ID = (1 << 63) - 1
-_COLUMNS = "id, target_pk, success, latency_ms, status_code, error"
+_COLUMNS = RESULTS_COLUMNS
+RAW, MINUTE = "results", "rollup_minute"
+_DDL = {RAW: RESULTS_DDL, MINUTE: rollup.MINUTE_DDL}
+_VIEW_COLUMNS = {RAW: RESULTS_COLUMNS, MINUTE: rollup.MINUTE_COLUMNS}
+_PART = re.compile(r"^(results|rollup_minute)_d(\d+)$")
 
 
 def _set_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -69,7 +76,15 @@ def _set_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Bound the WAL file after checkpoints so it cannot grow without limit on a busy day.
     cur.execute("PRAGMA journal_size_limit=4194304")
     cur.execute("PRAGMA foreign_keys=ON")
+    # Debian builds SQLite with SECURE_DELETE, which overwrites every freed page with zeros:
+    # retention then writes each page it frees (~7 MB/day of card wear at 50 targets). FAST
+    # still zeroes deleted rows inside pages that are written anyway, and nothing more.
+    cur.execute("PRAGMA secure_delete=FAST")
     cur.close()
+
+
+def _minute_table(bucket: int) -> str:
+    return f"{MINUTE}_d{bucket // rollup.DAY_MS}"
 
 
 def _row(rec: Record) -> ResultRow:
@@ -104,6 +119,7 @@ class Store:
         minute_retention_seconds: float = 48 * 3600,
         hour_retention_seconds: float = 365 * 86400,
         max_size: int = 256 * 1024 * 1024,
+        spool_path: Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.flush_interval = flush_interval
@@ -112,7 +128,7 @@ class Store:
         self.retention_ms = int(retention_seconds * 1000)
         self.clock_ms = clock_ms
         self.engine: Engine | None = None
-        self.spool_file = Spool(self.path.with_name(self.path.name + "-spool"))
+        self.spool_file = Spool(spool_path or self.path.with_name(self.path.name + "-spool"))
         # Reentrant: the failed-flush path re-buffers through note_key_use while holding it.
         self._lock = threading.RLock()
         #: Results not yet in the spool, and results in the spool but not yet committed.
@@ -151,46 +167,119 @@ class Store:
         self._raw_last: dict[int, tuple[bool, int]] = {}
         self.raw_skipped = 0
         self.cap_removed = 0
+        #: Days (ts // DAY_MS) that have a results / rollup_minute table.
+        self._parts: dict[str, list[int]] = {RAW: [], MINUTE: []}
+        self._spool_owned = False
 
     # ------------------------------------------------------------------ lifecycle
 
-    def open(self) -> None:
-        """Create the directory, the file and the tables, then replay a spool left by a crash."""
+    def open(self, spool: bool = True) -> None:
+        """Create the directory, the file and the tables, then replay a spool left by a crash.
+
+        `spool=False` (the CLI beside a running service) leaves the spool alone: it may be the
+        live spool of the service."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.spool_file.path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(
             f"sqlite:///{self.path}",
             connect_args={"check_same_thread": False, "timeout": 5},
         )
         event.listen(self.engine, "connect", _set_pragmas)
-        with self.engine.connect() as conn:
-            tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
-            old_results = "results" in tables and any(
-                c[1] == "ts" for c in conn.exec_driver_sql("PRAGMA table_info(results)"))
-        if old_results:
-            self._migrate_results()
+        with self.engine.begin() as conn:
+            kinds = dict(conn.exec_driver_sql("SELECT name, type FROM sqlite_master").all())
+            self._load_parts(conn)
+            for kind in (RAW, MINUTE):
+                if kinds.get(kind) == "table":
+                    self._partition(conn, kind)
+                if kinds.get(kind) != "view":
+                    self._make_view(conn, kind)
         SQLModel.metadata.create_all(self.engine)
-        if "results" in tables and "rollup_hour" not in tables:
+        if RAW in kinds and "rollup_hour" not in kinds:
             # A database from before rollups: derive them once from the raw results it holds.
             now = self.clock_ms()
             with self.engine.begin() as conn:
-                rollup.backfill(conn, now - self.minute_retention_ms, now - self.hour_retention_ms)
-        self._replay()
+                minutes, hours = rollup.backfill(conn, now - self.minute_retention_ms,
+                                                 now - self.hour_retention_ms)
+                self._ensure_parts(conn, MINUTE, {b // rollup.DAY_MS for b, _ in minutes})
+                rollup.write(conn, minutes, _minute_table, hours=hours)
+        if spool:
+            self._replay()
+            self._spool_owned = True
 
-    def _migrate_results(self) -> None:
-        """Rewrite a results table of the first layout (ts column, two indexes) into the
-        append-only one keyed by ts << 16 | pk, in one transaction."""
-        assert self.engine is not None
-        log.info("converting the results table to the append-only layout (once)")
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE results RENAME TO results_v1")
-            for name in ("ix_results_target_ts", "ix_results_ts"):
-                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
-            SQLModel.metadata.tables["results"].create(conn)
+    # ------------------------------------------------------------------ day partitions
+
+    def _load_parts(self, conn: Any) -> None:
+        self._parts = {RAW: [], MINUTE: []}
+        for (name,) in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"):
+            m = _PART.match(name)
+            if m:
+                self._parts[m.group(1)].append(int(m.group(2)))
+        for days in self._parts.values():
+            days.sort()
+
+    def _ensure_parts(self, conn: Any, kind: str, days: Iterable[int]) -> None:
+        """Create the day tables that do not exist yet (and the view over them)."""
+        new = sorted(set(days) - set(self._parts[kind]))
+        if not new:
+            return
+        for day in new:
+            conn.exec_driver_sql(_DDL[kind].format(table=f"{kind}_d{day}"))
+        self._parts[kind] = sorted(self._parts[kind] + new)
+        self._make_view(conn, kind)
+
+    def _drop_part(self, conn: Any, kind: str, day: int) -> int:
+        """Drop one day table; returns the rows it held."""
+        table = f"{kind}_d{day}"
+        rows = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() or 0
+        before = self._parts[kind]
+        self._parts[kind] = [d for d in before if d != day]
+        try:
+            self._make_view(conn, kind)
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        except Exception:
+            self._parts[kind] = before
+            raise
+        return rows
+
+    def _make_view(self, conn: Any, kind: str) -> None:
+        """The view named like the table it replaces: UNION ALL of the day tables, oldest
+        first (SQLite merges them for ORDER BY id and pushes WHERE into each)."""
+        cols = _VIEW_COLUMNS[kind]
+        days = self._parts[kind]
+        if days:
+            body = " UNION ALL ".join(f"SELECT {cols} FROM {kind}_d{d}" for d in days)
+        else:
+            body = "SELECT " + ", ".join(f"NULL AS {c.strip()}" for c in cols.split(",")) \
+                + " WHERE 0"
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {kind}")
+        conn.exec_driver_sql(f"CREATE VIEW {kind} AS {body}")
+
+    def _partition(self, conn: Any, kind: str) -> None:
+        """Move a single table of an earlier layout into day tables (once, one transaction).
+
+        Earlier layouts: results with a ts column and two indexes, or keyed by id; one
+        rollup_minute table."""
+        log.info("converting %s into one table per day (once)", kind)
+        cols = {c[1] for c in conn.exec_driver_sql(f"PRAGMA table_info({kind})")}
+        conn.exec_driver_sql(f"ALTER TABLE {kind} RENAME TO {kind}_old")
+        for name in ("ix_results_target_ts", "ix_results_ts"):
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+        if kind == RAW:
+            ts = "ts" if "ts" in cols else f"(id >> {ID_SHIFT})"
+            first = f"(ts << {ID_SHIFT}) | (target_pk & {PK_MASK})" if "ts" in cols else "id"
+            select = first + ", target_pk, success, latency_ms, status_code, error"
+        else:
+            ts, select = "bucket", rollup.MINUTE_COLUMNS
+        days = [r[0] for r in conn.exec_driver_sql(
+            f"SELECT DISTINCT {ts} / {rollup.DAY_MS} FROM {kind}_old")]
+        self._ensure_parts(conn, kind, days)
+        for day in days:
             conn.exec_driver_sql(
-                f"INSERT OR IGNORE INTO results ({_COLUMNS}) "
-                f"SELECT (ts << {ID_SHIFT}) | (target_pk & {PK_MASK}), target_pk, success, "
-                "latency_ms, status_code, error FROM results_v1 ORDER BY ts")
-            conn.exec_driver_sql("DROP TABLE results_v1")
+                f"INSERT OR IGNORE INTO {kind}_d{day} SELECT {select} FROM {kind}_old "
+                f"WHERE {ts} >= ? AND {ts} < ? ORDER BY 1",
+                (day * rollup.DAY_MS, (day + 1) * rollup.DAY_MS))
+        conn.exec_driver_sql(f"DROP TABLE {kind}_old")
 
     def _meta(self, key: str) -> int | None:
         assert self.engine is not None
@@ -223,7 +312,7 @@ class Store:
             self.flush()
         finally:
             self._executor.shutdown(wait=True)
-            self.spool_file.close(remove=self.spool_file.frames == 0)
+            self.spool_file.close(remove=self._spool_owned and self.spool_file.frames == 0)
             if self.engine is not None:
                 self.engine.dispose()
 
@@ -328,7 +417,7 @@ class Store:
     def spool(self) -> int:
         """Append the results buffered since the last call to the spool. Returns bytes."""
         with self._lock:
-            if not self._new:
+            if not self._new or not self._spool_owned:
                 return 0
             batch = list(self._new)
             try:
@@ -369,14 +458,20 @@ class Store:
                 self._committing = False
             return 0
         rows = sorted((r[0], r[0] & PK_MASK, r[1], r[2], r[3], r[4]) for r in records if r[5])
+        by_day: dict[int, list[tuple[Any, ...]]] = {}
+        for r in rows:
+            by_day.setdefault((r[0] >> ID_SHIFT) // rollup.DAY_MS, []).append(r)
+        parts_before = {k: list(v) for k, v in self._parts.items()}
         try:
             with self.engine.begin() as conn:
-                if rows:
+                self._ensure_parts(conn, RAW, by_day)
+                self._ensure_parts(conn, MINUTE, {b // rollup.DAY_MS for b, _ in rollups})
+                for day, day_rows in sorted(by_day.items()):
                     # OR IGNORE: only a clock stepped back across a restart can repeat an id.
                     conn.exec_driver_sql(
-                        f"INSERT OR IGNORE INTO results ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                        rows)
-                rollup.write(conn, rollups)
+                        f"INSERT OR IGNORE INTO {RAW}_d{day} ({_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", day_rows)
+                rollup.write(conn, rollups, _minute_table)
                 for alert in alerts:
                     stmt = sqlite_insert(AlertRow.__table__).values(**alert)
                     stmt = stmt.on_conflict_do_update(
@@ -398,6 +493,7 @@ class Store:
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (self.spool_file.generation,))
         except Exception as exc:  # disk full, read-only filesystem, I/O error
+            self._parts = parts_before  # day tables made in the rolled-back transaction
             with self._lock:
                 # Keep the data for the next try (results and alerts never left the buffer).
                 for key_id, (last, count) in key_use.items():
@@ -490,19 +586,39 @@ class Store:
     # ------------------------------------------------------------------ retention
 
     def cleanup(self, older_than_ms: int | None = None) -> int:
-        """Delete raw results and aggregates past retention in batches, enforce the size cap,
-        then return free pages to the disk. Returns the number of raw results removed."""
+        """Drop raw results and per-minute aggregates past retention (whole days), delete
+        per-hour aggregates past theirs, enforce the size cap, then return free pages to the
+        disk when many are free. Returns the number of raw results removed.
+
+        Retention works in whole UTC days: a day's table goes when all of it is older than
+        the cutoff, so raw results are kept between `retention` and a day more."""
         assert self.engine is not None
         cutoff = older_than_ms if older_than_ms is not None else self.clock_ms() - self.retention_ms
-        total = self._delete_raw(cutoff)
+        total = self._drop_days(RAW, cutoff)
         now = self.clock_ms()
-        buckets = (self._delete_buckets("rollup_minute", now - self.minute_retention_ms)
+        buckets = (self._drop_days(MINUTE, now - self.minute_retention_ms)
                    + self._delete_buckets("rollup_hour", now - self.hour_retention_ms))
         capped = self.enforce_cap(vacuum=False)
         if capped or ((total or buckets) and self._free_pages_over_reserve()):
             self._vacuum()
         if total:
             log.info("retention removed %d results older than the cutoff", total)
+        return total
+
+    def _drop_days(self, kind: str, cutoff: int) -> int:
+        """Drop the day tables of `kind` whose whole day is before `cutoff`; rows removed."""
+        assert self.engine is not None
+        total = 0
+        for day in list(self._parts[kind]):
+            if (day + 1) * rollup.DAY_MS > cutoff:
+                break
+            before = list(self._parts[kind])
+            try:
+                with self.engine.begin() as conn:
+                    total += self._drop_part(conn, kind, day)
+            except Exception:
+                self._parts[kind] = before  # the commit failed: the day is still there
+                raise
         return total
 
     def _free_pages_over_reserve(self) -> bool:
@@ -528,30 +644,21 @@ class Store:
         finally:
             raw.close()
 
-    def _delete_raw(self, cutoff: int, oldest_first: int | None = None) -> int:
-        """Delete raw results with ts < cutoff in short transactions (or the N oldest).
-
-        Ids are ts << 16 | pk, so this is a range at the start of the table: whole pages are
-        freed, and only the page at the edge is rewritten."""
+    def _delete_oldest_rows(self, table: str, n: int) -> int:
+        """Delete the `n` oldest rows of one raw day table in short transactions (the size
+        cap, when only the current day is left)."""
         assert self.engine is not None
-        edge = MAX_ID if oldest_first is not None else cutoff << ID_SHIFT
         total = 0
-        while True:
-            n = DELETE_BATCH if oldest_first is None else min(DELETE_BATCH, oldest_first - total)
-            if n <= 0:
-                break
+        while total < n:
+            step = min(DELETE_BATCH, n - total)
             with self.engine.begin() as conn:
-                # Why the subquery: SQLite has no DELETE ... LIMIT by default; a batch keeps
-                # each transaction short so commits of new results are never held up.
-                deleted = conn.execute(
-                    text(
-                        "DELETE FROM results WHERE id IN "
-                        "(SELECT id FROM results WHERE id < :edge ORDER BY id LIMIT :n)"
-                    ),
-                    {"edge": edge, "n": n},
-                ).rowcount
+                # SQLite has no DELETE ... LIMIT by default; a batch keeps each transaction
+                # short so commits of new results are never held up.
+                deleted = conn.exec_driver_sql(
+                    f"DELETE FROM {table} WHERE id IN "
+                    f"(SELECT id FROM {table} ORDER BY id LIMIT ?)", (step,)).rowcount
             total += deleted
-            if deleted < n:
+            if deleted < step:
                 break
         return total
 
@@ -609,22 +716,34 @@ class Store:
             return 0
         goal = self.max_size * CAP_HEADROOM
         removed = 0
-        for table in ("results", "rollup_minute", "rollup_hour"):
-            while used > goal:
-                with self.engine.connect() as conn:
-                    rows = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() or 0
-                if not rows:
-                    break
-                # A tenth of the table per round: few rounds, and never much more than needed.
-                n = max(1000, rows // 10)
-                if table == "results":
-                    done = self._delete_raw(1 << 62, oldest_first=n)
+        for kind in (RAW, MINUTE):
+            while used > goal and self._parts[kind]:
+                day = self._parts[kind][0]
+                if len(self._parts[kind]) > 1:  # whole days first: no page writes
+                    with self.engine.begin() as conn:
+                        done = self._drop_part(conn, kind, day)
                 else:
-                    done = self._delete_buckets(table, 1 << 62, oldest_first=n)
+                    table = f"{kind}_d{day}"
+                    with self.engine.connect() as conn:
+                        rows = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
+                    # A tenth of the table per round: few rounds, never much more than needed.
+                    n = max(1000, (rows or 0) // 10)
+                    done = (self._delete_oldest_rows(table, n) if kind == RAW
+                            else self._delete_buckets(table, 1 << 62, oldest_first=n))
                 removed += done
                 _, used = self.db_size()
                 if not done:
                     break
+        while used > goal:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql("SELECT count(*) FROM rollup_hour").scalar() or 0
+            if not rows:
+                break
+            done = self._delete_buckets("rollup_hour", 1 << 62, oldest_first=max(1000, rows // 10))
+            removed += done
+            _, used = self.db_size()
+            if not done:
+                break
         if removed:
             self.cap_removed += removed
             if vacuum:
@@ -709,12 +828,11 @@ class Store:
         session.flush()
         return _to_target(row)
 
-    @staticmethod
-    def delete_target(session: Session, pk: int) -> None:
+    def delete_target(self, session: Session, pk: int) -> None:
         session.exec(delete(TargetRow).where(TargetRow.pk == pk))
         # Results of a deleted target are history nobody can ask for any more.
-        session.execute(text("DELETE FROM results WHERE target_pk = :pk"), {"pk": pk})
-        for table in rollup.TABLES.values():
+        tables = [f"{kind}_d{day}" for kind in (RAW, MINUTE) for day in self._parts[kind]]
+        for table in [*tables, "rollup_hour"]:
             session.execute(text(f"DELETE FROM {table} WHERE target_pk = :pk"), {"pk": pk})
 
     # ------------------------------------------------------------------ reads
@@ -883,7 +1001,8 @@ class Store:
 
         def db() -> int | None:
             with self.engine.connect() as conn:
-                return conn.exec_driver_sql("SELECT max(id) FROM results").scalar()
+                return conn.exec_driver_sql(
+                    "SELECT id FROM results ORDER BY id DESC LIMIT 1").scalar()
 
         mem, newest = self._consistent(
             lambda: max((r[0] for buf in (self._spooled, self._new) for r in buf), default=None),

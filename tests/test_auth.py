@@ -208,8 +208,13 @@ def test_keys_cli(tmp_path):
 
 async def test_cli_created_key_works_in_a_running_service(tmp_path):
     async with running_app(make_config(tmp_path)) as run:
+        await run.wait_for(lambda: run.app.store.spool_file.frames > 0)
+        spool = run.app.store.spool_file.path
+        live = spool.read_bytes()
         out = _cli("keys", "create", "late", env={"PINGR_DB": str(tmp_path / "pingr.db")})
         key = out.stdout.strip()
+        # The CLI left the service's spool alone (no replay, no truncation, not removed).
+        assert spool.read_bytes().startswith(live)
         async with httpx.AsyncClient(base_url=run.base, headers={"x-api-key": key}) as c:
             await run.wait_for(lambda: True)
             import asyncio

@@ -218,3 +218,16 @@ def test_init_cli_writes_a_valid_file_and_refuses_to_overwrite(tmp_path):
     parse_config(path.read_text())
     again = subprocess.run([*PINGR, "init", str(path)], capture_output=True, text=True)
     assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_spool_lives_in_the_runtime_directory_under_systemd(tmp_path):
+    """RAM (/run/pingr) under systemd, `storage.spool_dir` when given, else beside the db."""
+    from pingr.config import spool_path
+
+    db = tmp_path / "state" / "pingr.db"
+    assert spool_path(Config(), db, {}) == tmp_path / "state" / "pingr.db-spool"
+    assert spool_path(Config(), db, {"RUNTIME_DIRECTORY": "/run/pingr"}) == Path(
+        "/run/pingr/pingr.db-spool")
+    cfg = Config.model_validate({"storage": {"spool_dir": str(tmp_path / "s")}})
+    assert spool_path(cfg, db, {"RUNTIME_DIRECTORY": "/run/pingr"}) == tmp_path / "s" / (
+        "pingr.db-spool")

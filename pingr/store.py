@@ -457,6 +457,20 @@ class Store:
             with self._lock:
                 self._committing = False
             return 0
+        try:
+            return self._commit(records, taken, drops, pending_alerts, alerts, key_use, rollups,
+                                frames)
+        finally:
+            if self._committing:  # an unexpected error: readers must not wait for ever
+                with self._lock:
+                    self._committing = False
+                    self._commit_seq += 1
+
+    def _commit(self, records: list[Record], taken: tuple[int, int], drops: list[int],
+                pending_alerts: dict[int, dict[str, Any]], alerts: list[dict[str, Any]],
+                key_use: dict[int, tuple[int, int]], rollups: dict[tuple[int, int], rollup.Acc],
+                frames: int) -> int:
+        assert self.engine is not None
         rows = sorted((r[0], r[0] & PK_MASK, r[1], r[2], r[3], r[4]) for r in records if r[5])
         by_day: dict[int, list[tuple[Any, ...]]] = {}
         for r in rows:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from pingr.config import ConfigError
-from tests.conftest import make_config, running_app
+from tests.conftest import SLOW, make_config, running_app
 
 
 class Sink:
@@ -130,7 +130,9 @@ async def test_failing_receiver_is_retried_then_marked_failed(tmp_path, target_s
     cfg = make_config(tmp_path, targets=[web_target(target_server.url)],
                       notify=[{"name": "down-hook", "url": f"json://127.0.0.1:{sink.port}/x"}],
                       notify_settings={"cooldown": "0s", "reminder_interval": "0s",
-                                       "retry_base": "200ms", "max_attempts": 3})
+                                       # Long against a send's own time (~0.3 s under
+                                       # qemu-user), so the gaps show the doubling.
+                                       "retry_base": f"{200 * SLOW:g}ms", "max_attempts": 3})
     async with running_app(cfg) as run:
         target_server.behaviour.status = 500
 

@@ -24,6 +24,7 @@ async def test_slow_target_does_not_delay_fast_one(target_server):
     fast_srv = TargetServer()
     results: list[tuple[str, float, Result]] = []
     ctx = ProbeContext()
+    ctx.client(True)  # built before probing, as App.start does (~0.8 s of loop under qemu-user)
     sched = Scheduler(lambda r: results.append((r.target_id, time.monotonic(), r)), ctx,
                       stagger_seconds=0)
     fast = Target(1, "fast", parse_target_spec({"name": "fast", "type": "http",

@@ -126,9 +126,10 @@ class App:
         for component in self.components:
             await component.start()
         self.monitor.resolve_orphans()
-        # HTTP clients are built before probing, not inside the first HTTP probe: the TLS
-        # context (the CA bundle) takes ~80 ms on x86-64 and ~0.8 s under qemu-user, which
-        # blocked the loop and counted against that probe's timeout (a false first failure).
+        # HTTP clients are built before probing, not inside the first HTTP probe, where the
+        # build blocked the loop and counted against that probe's timeout (a false first
+        # failure under qemu-user: ~0.8 s while it loaded the CA bundle; ~0.2 s since that is
+        # deferred to the first TLS connection; ~30 ms on x86-64).
         for verify in sorted({t.spec.verify_tls for t in targets
                               if t.enabled and t.spec.type == "http"}):
             self.ctx.client(verify)

@@ -1025,16 +1025,20 @@ class Store:
         return max(ids) >> ID_SHIFT if ids else None
 
     def alerts(self, state: str, limit: int) -> list[AlertRow]:
-        with self.session() as s:
-            q = select(AlertRow)
-            if state == "open":
-                q = q.where(AlertRow.resolved_at.is_(None))
-            elif state == "resolved":
-                q = q.where(AlertRow.resolved_at.is_not(None))
-            rows = {r.id: r for r in s.exec(q.order_by(AlertRow.opened_at.desc()).limit(limit))}
+        def db() -> dict[int, AlertRow]:
+            with self.session() as s:
+                q = select(AlertRow)
+                if state == "open":
+                    q = q.where(AlertRow.resolved_at.is_(None))
+                elif state == "resolved":
+                    q = q.where(AlertRow.resolved_at.is_not(None))
+                return {r.id: r for r in s.exec(q.order_by(AlertRow.opened_at.desc()).limit(limit))}
+
+        # Buffer and database read with no commit in between (a commit moves alerts from the
+        # one to the other: read across it, an alert would be in neither, or an old copy win).
+        pending, rows = self._consistent(
+            lambda: [AlertRow(**a) for a in self._alerts.values()], db)
         # Alerts still in the write buffer are newer than anything on disk.
-        with self._lock:
-            pending = [AlertRow(**a) for a in self._alerts.values()]
         for row in pending:
             if state == "all" or (state == "open") == (row.resolved_at is None):
                 rows[row.id] = row

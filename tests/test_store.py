@@ -252,3 +252,41 @@ def test_reads_include_buffered_results(tmp_path):
     store.close()
     with sqlite3.connect(tmp_path / "s.db") as conn:
         assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 15
+
+
+def test_alert_reads_racing_commits_see_exactly_the_open_alert(tmp_path):
+    """A commit moves alerts from the buffer to the database; a read across it must see the
+    newest state of every alert, never neither copy nor an old one (a real flush thread)."""
+    import threading
+
+    store = open_store(tmp_path)
+    stop = threading.Event()
+
+    def flusher():
+        while not stop.is_set():
+            store.flush()
+
+    def alert(i, resolved=None):
+        return {"id": i, "target_id": "t", "target_name": "t", "opened_at": i,
+                "resolved_at": resolved, "acknowledged_at": None, "acknowledged_by": None,
+                "peak_failures": 1, "last_error": str(i)}
+
+    thread = threading.Thread(target=flusher)
+    thread.start()
+    wrong, n = [], 1
+    store.put_alert(alert(1))
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            store.put_alert(alert(n, resolved=n))  # the open alert resolves ...
+            store.put_alert(alert(n + 1))  # ... and the next one opens
+            n += 1
+            got = [a.id for a in store.alerts("open", 10)]
+            if got != [n]:
+                wrong.append((n, got))
+    finally:
+        stop.set()
+        thread.join()
+    store.close()
+    assert n > 100, "too few transitions to race anything"
+    assert not wrong, f"{len(wrong)} of {n - 1} reads wrong, first: {wrong[:3]}"

@@ -156,12 +156,13 @@ async def test_http_method_and_headers(ctx):
     assert seen == {"method": "POST", "token": "abc"}
 
 
-async def test_https_self_signed_needs_verify_off(ctx, tmp_path):
+def https_server(tmp_path, *extra: str) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A TLS server on 127.0.0.1 with a fresh self-signed certificate (its path returned)."""
     if not shutil.which("openssl"):
         pytest.skip("openssl(1) is needed to make a self-signed certificate")
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                    "-subj", "/CN=127.0.0.1", *extra, "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -178,6 +179,11 @@ async def test_https_self_signed_needs_verify_off(ctx, tmp_path):
     tls.load_cert_chain(cert, key)
     srv.socket = tls.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, str(cert)
+
+
+async def test_https_self_signed_needs_verify_off(ctx, tmp_path):
+    srv, _cert = https_server(tmp_path)
     url = f"https://127.0.0.1:{srv.server_address[1]}/"
     try:
         strict = await PROBES["http"](target(type="http", url=url), ctx)
@@ -192,29 +198,9 @@ async def test_https_self_signed_needs_verify_off(ctx, tmp_path):
 async def test_https_trust_store_loads_on_first_tls_connection(tmp_path):
     """The CA bundle (certifi's, ~1.8 MiB of RSS) is loaded by the first https probe only,
     and then verifies exactly as before: a certificate signed by it passes, hostname checked."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl(1) is needed to make a self-signed certificate")
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert, key)
-    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv, cert = https_server(tmp_path, "-addext", "subjectAltName=IP:127.0.0.1")
     port = srv.server_address[1]
-    trust = lazy_trust_context(str(cert))
+    trust = lazy_trust_context(cert)
     probe_ctx = ProbeContext(http=httpx.AsyncClient(verify=trust))
     try:
         assert trust.cert_store_stats()["x509_ca"] == 0

@@ -232,6 +232,9 @@ def test_install_twice_then_uninstall_in_a_fresh_debian_root(debian_root):
         assert show["Type"] == "notify" and show["ActiveState"] == "active", show
         assert show["User"] == "pingr" and show["WatchdogUSec"] == "1min", show
         assert "API on port 9009" in show["StatusText"], show  # from our READY=1 message
+        # The results spool is in RAM (RuntimeDirectory=/run/pingr), never on the card.
+        assert run("test -f /run/pingr/pingr.db-spool").returncode == 0
+        assert not (root / "var/lib/pingr/pingr.db-spool").exists()
         # A frozen pingr sends no WATCHDOG=1: systemd kills and restarts it (a short
         # WatchdogSec here so the test does not wait a minute).
         dropin = root / "etc/systemd/system/pingr.service.d/test-watchdog.conf"

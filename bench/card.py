@@ -95,7 +95,7 @@ def main(minutes: float = 20.0) -> dict:
             row(label, f"{mb(per_day)}/day  ({per_day / ref:.3f} of the reference)"
                 if ref else f"{mb(per_day)}/day")
         print(f"  (measured over {elapsed / 60:.1f} min after a 1 min start-up, scaled to a day;"
-              " hourly retention did not run in this window)")
+              " the databases are new, so retention had nothing to delete)")
         return out
     finally:
         for proc in procs.values():

@@ -61,6 +61,10 @@ async def pingr_round(targets: list[dict]) -> dict:
         await asyncio.wait_for(done.wait(), 120)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         loop_cpu = time.thread_time() - loop0
+        from pingr.probes import icmp as icmp_probe
+
+        d = icmp_probe._DISPATCHERS.get(asyncio.get_running_loop())
+        resent = d.resent if d is not None else 0
         await app.stop()
     return {
         "wall": wall,
@@ -74,6 +78,7 @@ async def pingr_round(targets: list[dict]) -> dict:
         "p99": percentile(latencies, 99),
         "max": max(latencies, default=0),
         "over10": sum(1 for x in latencies if x > 10),
+        "resent": resent,
         "errors": sorted(set(failures))[:3],
     }
 
@@ -128,7 +133,12 @@ def icmp(runs: int = 3) -> dict:
     )
     row(
         "pingr reply latency p50 / p99 / max",
-        f"{p['p50']} / {p['p99']} / {p['max']} ms, {p['over10']} over 10 ms (target: none)",
+        f"{p['p50']} / {p['p99']} / {p['max']} ms (median run)",
+    )
+    row(
+        f"pingr over all {runs} runs ({runs * N} probes)",
+        f"max {max(r['max'] for r in ours)} ms, {sum(r['over10'] for r in ours)} over 10 ms"
+        f" (target: none); {sum(r['resent'] for r in ours)} sends repeated after a stall",
     )
     if p["errors"]:
         row("pingr probe errors (sample)", "; ".join(p["errors"]))

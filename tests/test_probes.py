@@ -245,3 +245,34 @@ async def test_icmp_works_where_a_socket_option_is_missing(monkeypatch):
     result = await PROBES["icmp"](target(type="icmp", host="127.0.0.1"), ctx)
     assert result.success, result.error
     assert 0 <= result.latency_ms < 100
+
+
+@needs_icmp
+async def test_icmp_send_that_stalled_is_timed_again():
+    """A thread can lose the GIL (or the CPU) between taking the send time and `sendto`: that
+    RTT would include the stall. A send whose check after `sendto` shows a stall goes out again
+    under a new sequence number, and only the second one is timed."""
+    import time
+
+    from pingr.probes import icmp
+
+    stall_ns = 50_000_000
+    calls = []
+
+    def clock() -> int:
+        # The first send time reads as if taken 50 ms before the packet left (a stall).
+        calls.append(None)
+        return time.time_ns() - (stall_ns if len(calls) == 1 else 0)
+
+    d = icmp.Dispatcher(detect_mode(), clock=clock)
+    try:
+        rtt = await d.ping("127.0.0.1", 2.0)
+        assert d.resent == 1
+        assert 0 <= rtt < 10_000_000, rtt  # without the re-send: >= 50 ms
+        assert d.waiting == {}  # the first try's entry went with it; its reply was ignored
+
+        # And without a stall nothing is sent twice.
+        rtt = await d.ping("127.0.0.1", 2.0)
+        assert d.resent == 1 and 0 <= rtt < 10_000_000
+    finally:
+        d.close()

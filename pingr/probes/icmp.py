@@ -10,6 +10,7 @@ import struct
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 
 from icmplib import async_ping
 from icmplib.exceptions import ICMPLibError
@@ -61,6 +62,12 @@ _STAMP = struct.Struct("@ll")
 #: One's-complement sum of the echo request's constant words (type/code and the payload):
 #: a packet's checksum is then this plus its id and sequence, folded.
 _BASE_SUM = (8 << 8) + sum(struct.unpack(f"!{len(_PAYLOAD) // 2}H", _PAYLOAD))
+#: A send that took longer than this (from the send timestamp to `sendto` returning) may have
+#: left late: the thread lost the GIL to the store's writer, or the CPU to another process,
+#: right after the timestamp was taken. Its RTT would include that stall, so the request is
+#: sent again under a new sequence number and timed afresh (at most `_SEND_TRIES` times).
+_STALL_NS = 1_000_000
+_SEND_TRIES = 3
 
 
 class Dispatcher:
@@ -72,14 +79,20 @@ class Dispatcher:
     costs one recv, and its arrival time comes from the kernel (SO_TIMESTAMPNS), so a busy
     event loop cannot inflate the measured RTT.
 
+    The send side has no kernel timestamp (that needs SO_TIMESTAMPING and one more syscall per
+    probe to read it back), so the send time is taken just before `sendto` and checked just
+    after it: a send that stalled in between is repeated (see `_STALL_NS`).
+
     Per probe the Python cost is kept to a packet build, a send, a recv and one future:
     `ping` is a plain function returning that future (no coroutine frame), and timeouts are
     not one timer per probe but deadline queues (one per timeout value, so each is in order)
     drained by a single loop timer.
     """
 
-    def __init__(self, privileged: bool) -> None:
+    def __init__(self, privileged: bool, clock: Callable[[], int] = time.time_ns) -> None:
         self.privileged = privileged
+        #: Send timestamps; the kernel's receive timestamps are on the same clock (realtime).
+        self.clock = clock
         kind = socket.SOCK_RAW if privileged else socket.SOCK_DGRAM
         self.sock = socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP)
         self.sock.setblocking(False)
@@ -94,10 +107,12 @@ class Dispatcher:
             self._try_option(ICMP_FILTER, _ECHO_REPLY_ONLY, SOL_RAW)
         self.ident = os.getpid() & 0xFFFF
         self.seq = 0
-        #: sequence -> [future, send time in ns]
+        #: sequence -> entry: [future, send time in ns, sequence]
         self.waiting: dict[int, list] = {}
-        #: timeout in seconds -> (deadline, sequence, entry) in send order
-        self._deadlines: dict[float, deque[tuple[float, int, list]]] = {}
+        #: timeout in seconds -> (deadline, entry) in send order
+        self._deadlines: dict[float, deque[tuple[float, list]]] = {}
+        #: Sends repeated because they stalled (see `_STALL_NS`).
+        self.resent = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self.loop = asyncio.get_running_loop()
@@ -122,7 +137,25 @@ class Dispatcher:
 
         Raises OSError (send failed) at once; the future raises TimeoutError (no reply).
         """
+        future = self.loop.create_future()
+        entry = [future, 0, 0]
+        for _ in range(_SEND_TRIES):
+            if not self._send(address, entry):
+                break
+        deadline = self.loop.time() + timeout
+        queue = self._deadlines.get(timeout)
+        if queue is None:
+            queue = self._deadlines[timeout] = deque()
+        queue.append((deadline, entry))
+        if deadline < self._timer_at:
+            self._arm(deadline)
+        return future
+
+    def _send(self, address: str, entry: list) -> bool:
+        """Send an echo request for `entry` under a fresh sequence number; True if it stalled."""
         waiting = self.waiting
+        if waiting.get(entry[2]) is entry:  # a stalled earlier try: its reply is ignored
+            del waiting[entry[2]]
         seq = self.seq
         while seq in waiting:
             seq = (seq + 1) & 0xFFFF
@@ -131,22 +164,23 @@ class Dispatcher:
         total = (total >> 16) + (total & 0xFFFF)
         total += total >> 16
         packet = _HEADER.pack(8, 0, ~total & 0xFFFF, self.ident, seq) + _PAYLOAD
-        future = self.loop.create_future()
-        entry = [future, time.time_ns()]  # the same clock as the kernel's receive timestamp
+        entry[2] = seq
+        waiting[seq] = entry
+        clock = self.clock
+        entry[1] = sent = clock()
         try:
             self.sock.sendto(packet, (address, 0))
         except BlockingIOError:
             # Send buffer full: the time spent waiting for room is not network time.
             self.loop.create_task(self._send_later(packet, address, entry))
-        waiting[seq] = entry
-        deadline = self.loop.time() + timeout
-        queue = self._deadlines.get(timeout)
-        if queue is None:
-            queue = self._deadlines[timeout] = deque()
-        queue.append((deadline, seq, entry))
-        if deadline < self._timer_at:
-            self._arm(deadline)
-        return future
+            return False
+        except OSError:
+            del waiting[seq]
+            raise
+        if clock() - sent > _STALL_NS:
+            self.resent += 1
+            return True
+        return False
 
     async def _send_later(self, packet: bytes, address: str, entry: list) -> None:
         try:
@@ -155,7 +189,7 @@ class Dispatcher:
             if not entry[0].done():
                 entry[0].set_exception(exc)
             return
-        entry[1] = time.time_ns()
+        entry[1] = self.clock()
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -171,7 +205,7 @@ class Dispatcher:
         nxt = float("inf")
         for timeout, queue in list(self._deadlines.items()):
             while queue:
-                deadline, seq, entry = queue[0]
+                deadline, entry = queue[0]
                 future = entry[0]
                 if not future.done():
                     if deadline > now:
@@ -179,8 +213,8 @@ class Dispatcher:
                         break
                     future.set_exception(TimeoutError())
                 queue.popleft()
-                if waiting.get(seq) is entry:
-                    del waiting[seq]
+                if waiting.get(entry[2]) is entry:
+                    del waiting[entry[2]]
             if not queue:
                 del self._deadlines[timeout]
         if nxt != float("inf"):
@@ -202,9 +236,9 @@ class Dispatcher:
                     sec, nsec = _STAMP.unpack_from(value)
                     arrived = sec * 1_000_000_000 + nsec
                 else:
-                    arrived = time.time_ns()
+                    arrived = self.clock()
             else:
-                arrived = time.time_ns()
+                arrived = self.clock()
             icmp = data[(data[0] & 0x0F) * 4:] if privileged else data
             if len(icmp) < 8 or icmp[0] != 0:  # not an echo reply (or our own request)
                 continue

@@ -30,15 +30,53 @@ time.sleep(30)
 """
 
 
-def rss_floor() -> int:
-    """RSS of an idle interpreter that imported what `pingr run` imports (see FLOOR)."""
-    proc = subprocess.Popen([sys.executable, "-c", FLOOR], stdout=subprocess.PIPE, text=True)
+#: The same floor without the database layer: every module FLOOR has loaded except pingr's own
+#: (they import it) and SQLAlchemy/SQLModel's, imported one by one. The difference is what the
+#: "sqlmodel over SQLite" choice costs a running pingr; a store on the standard library's
+#: sqlite3 (which FLOOR loads anyway) would not pay it.
+WITHOUT_ORM = FLOOR.replace("print('ready', flush=True)", """import sys
+names = [m for m in sys.modules if m.split('.')[0] not in ('pingr', 'sqlalchemy', 'sqlmodel')]
+print(' '.join(names), flush=True)
+""")
+IMPORT_EACH = """
+import importlib, sys, time
+for name in sys.stdin.readline().split():
     try:
-        proc.stdout.readline()
-        return psutil.Process(proc.pid).memory_info().rss
+        importlib.import_module(name)
+    except Exception:
+        pass
+leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('pingr', 'sqlalchemy', 'sqlmodel'))
+print('ready' if not leaked else 'leaked ' + ' '.join(leaked[:5]), flush=True)
+time.sleep(30)
+"""
+
+
+def _rss_of(code: str, stdin: str | None = None) -> tuple[int, str]:
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        if stdin is not None:
+            proc.stdin.write(stdin + "\n")
+            proc.stdin.flush()
+        line = proc.stdout.readline().strip()
+        return psutil.Process(proc.pid).memory_info().rss, line
     finally:
         proc.kill()
         proc.wait()
+
+
+def rss_floor() -> int:
+    """RSS of an idle interpreter that imported what `pingr run` imports (see FLOOR)."""
+    return _rss_of(FLOOR)[0]
+
+
+def rss_without_orm() -> int:
+    """RSS of the floor's modules minus SQLAlchemy, SQLModel and pingr (see WITHOUT_ORM)."""
+    _, names = _rss_of(WITHOUT_ORM)
+    rss, line = _rss_of(IMPORT_EACH, names)
+    if line != "ready":
+        raise RuntimeError(f"the reference without the ORM imported it anyway: {line}")
+    return rss
 
 
 def main(seconds: int = 120, interval: str = "5s") -> dict:
@@ -94,12 +132,18 @@ def main(seconds: int = 120, interval: str = "5s") -> dict:
             server.terminate()
             server.wait()
     floor = rss_floor()
+    without_orm = rss_without_orm()
     values = [v for _, v in samples]
     half = len(values) // 2
     steady = median(values[half:])
     first_q = median(values[half : half + half // 2])
     last_q = median(values[half + half // 2 :])
     row("reference: idle interpreter with pingr imported", f"{floor / 2**20:.1f} MiB")
+    row(
+        "  of it SQLAlchemy + SQLModel + pingr's modules",
+        f"{(floor - without_orm) / 2**20:.1f} MiB (the rest imported alone:"
+        f" {without_orm / 2**20:.1f} MiB)",
+    )
     row("pingr peak RSS (kernel VmHWM)", f"{hwm / 2**20:.1f} MiB")
     row(
         "pingr steady RSS (median, second half)",
@@ -108,6 +152,7 @@ def main(seconds: int = 120, interval: str = "5s") -> dict:
     row("growth: 3rd vs 4th quarter medians", f"{(last_q - first_q) / 2**20:+.2f} MiB")
     return {
         "floor": floor,
+        "without_orm": without_orm,
         "peak": hwm,
         "steady": steady,
         "growth": last_q - first_q,

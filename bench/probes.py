@@ -138,7 +138,7 @@ def icmp(runs: int = 3) -> dict:
     row(
         f"pingr over all {runs} runs ({runs * N} probes)",
         f"max {max(r['max'] for r in ours)} ms, {sum(r['over10'] for r in ours)} over 10 ms"
-        f" (target: none); {sum(r['resent'] for r in ours)} sends repeated after a stall",
+        f" (target: none); {sum(r['resent'] for r in ours)} sends stalled and were repeated",
     )
     if p["errors"]:
         row("pingr probe errors (sample)", "; ".join(p["errors"]))

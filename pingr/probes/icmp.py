@@ -111,7 +111,7 @@ class Dispatcher:
         self.waiting: dict[int, list] = {}
         #: timeout in seconds -> (deadline, entry) in send order
         self._deadlines: dict[float, deque[tuple[float, list]]] = {}
-        #: Sends repeated because they stalled (see `_STALL_NS`).
+        #: Sends that stalled (see `_STALL_NS`); each but a last try is repeated.
         self.resent = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")

@@ -37,7 +37,7 @@ def simulate(
 ) -> dict:
     """Feed TARGETS×(hours) of results through a Store in simulated time; return counters."""
     from bench.common import proc_io
-    from pingr.config import IcmpTarget
+    from pingr.probes.icmp import IcmpTarget
     from pingr.models import Result
     from pingr.store import Store
 

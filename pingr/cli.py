@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from pingr import __version__
-from pingr.config import Config, ConfigError, database_path, load_config, parse_config
+from pingr.config import Config, ConfigError, load_config, parse_config
+from pingr.paths import database_path
 from pingr.netinfo import default_gateways, dns_servers
 
 
@@ -151,7 +152,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from sqlmodel import select
 
     from pingr.api.auth import create_key
-    from pingr.models import ApiKeyRow
+    from pingr.storage.tables import ApiKeyRow
     from pingr.store import Store
     from pingr.timeutil import from_ms, rfc3339
 

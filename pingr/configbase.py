@@ -1,10 +1,20 @@
-"""Building blocks for config sections, shared by pingr.config and the optional parts' sections."""
+"""Building blocks of pingr.yaml's models: strict sections, durations, sizes, target fields."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pingr.timeutil import format_duration, parse_duration
 
@@ -15,8 +25,100 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes for `256MB`, `1.5G`, `512k` or a bare number of bytes (units are binary)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 256MB or 1GB")
+    if isinstance(value, int | float):
+        return int(value)
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgib")
+    unit = text[len(number):]
+    try:
+        return int(float(number) * _SIZE_UNITS[unit])
+    except (KeyError, ValueError):
+        raise ValueError(
+            f"invalid size {value!r}: use a number with a unit: 64MB, 256MB, 1GB"
+        ) from None
+
+
+#: Bytes, written in config as `256MB`, `1GB` (a bare number means bytes).
+Size = Annotated[int, BeforeValidator(parse_size)]
+
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys are errors, never silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def located(loc: tuple[Any, ...], message: str, value: Any = None) -> ValidationError:
+    """A validation error at `loc` below the model raising it, so the loader can show line:col."""
+    return ValidationError.from_exception_data("pingr", [InitErrorDetails(
+        type=PydanticCustomError("pingr", message), loc=loc, input=value)])
+
+
+def check_host(value: str) -> str:
+    """An IP address or a host name, trimmed."""
+    value = value.strip()
+    if not value or " " in value or "/" in value:
+        raise ValueError(f"invalid host {value!r}: give an IP address or a host name")
+    return value
+
+
+class TargetBase(Strict):
+    """Fields every target kind shares (the Pingu draft's target model).
+
+    Each kind subclasses it in its own module under pingr/probes/ with a `type` literal.
+    """
+
+    #: False for kinds a collector feeds (system, pi, container): the scheduler does not probe
+    #: them one by one, they keep no raw history and they do not count for staleness.
+    probed: ClassVar[bool] = True
+    name: str = Field(min_length=1, max_length=100)
+    interval_seconds: int = Field(30, ge=1, le=86400)
+    timeout_ms: int = Field(None, ge=50, le=120_000, description="default: 2000 or the interval")
+    enabled: bool = True
+    failure_threshold: int = Field(3, ge=1, le=1000)
+    recovery_threshold: int = Field(1, ge=1, le=1000)
+    tags: list[str] = Field(default_factory=list)
+    depends_on: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations(cls, data: Any) -> Any:
+        """Accept `interval: 30s` / `timeout: 2s` as friendlier spellings in YAML."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for short, long, scale in (("interval", "interval_seconds", 1),
+                                   ("timeout", "timeout_ms", 1000)):
+            if short in data:
+                if long in data:
+                    raise ValueError(f"give either {short} or {long}, not both")
+                value = parse_duration(data.pop(short))
+                data[long] = round(value * scale) if scale != 1 else max(1, round(value))
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("name must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> TargetBase:
+        if self.timeout_ms is None:
+            self.timeout_ms = min(2000, self.interval_seconds * 1000)
+        if self.timeout_ms > self.interval_seconds * 1000:
+            raise ValueError(
+                f"timeout_ms ({self.timeout_ms}) must not exceed the interval "
+                f"({self.interval_seconds}s)"
+            )
+        return self

@@ -12,7 +12,7 @@ from sqlmodel import delete, select
 
 from pingr.models import Result, Target
 from pingr.monitor import Event
-from pingr.notify_models import HeartbeatRow
+from pingr.storage.tables import HeartbeatRow
 from pingr.timeutil import format_duration
 
 if TYPE_CHECKING:

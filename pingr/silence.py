@@ -11,7 +11,7 @@ from sqlmodel import delete, select
 
 from pingr.models import Target
 from pingr.monitor import Event
-from pingr.notify_models import SilenceRow
+from pingr.storage.tables import SilenceRow
 
 if TYPE_CHECKING:
     from pingr.app import App

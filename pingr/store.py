@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import asdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,21 +21,19 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, delete, select
 
-from pingr import rollup
-from pingr.config import TargetBase
-from pingr.models import (
+from pingr.configbase import TargetBase
+from pingr.models import Alert, Result, ResultRow, Target
+from pingr.probes.registry import parse_spec
+from pingr.storage import rollup
+from pingr.storage.spool import Record, Spool
+from pingr.storage.tables import (
     ID_SHIFT,
     PK_MASK,
     RESULTS_COLUMNS,
     RESULTS_DDL,
     AlertRow,
-    Result,
-    ResultRow,
-    Target,
     TargetRow,
-    parse_target_spec,
 )
-from pingr.spool import Record, Spool
 from pingr.timeutil import now_ms
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ class Store:
         #: is never counted both from memory and from the database, nor missed.
         self._committing = False
         self._commit_seq = 0
-        self._alerts: dict[int, dict[str, Any]] = {}
+        self._alerts: dict[int, Alert] = {}
         self._key_use: dict[int, tuple[int, int]] = {}
         #: Newest row id per target: ids stay unique when two results share a millisecond.
         self._last_id: dict[int, int] = {}
@@ -398,11 +397,11 @@ class Store:
                               result.error, keep))
         self._poke()
 
-    def put_alert(self, alert: dict[str, Any]) -> None:
-        """Buffer an alert insert-or-update, committed promptly."""
+    def put_alert(self, alert: Alert, urgent: bool = True) -> None:
+        """Buffer an alert insert-or-update (a copy), committed promptly when `urgent`."""
         with self._lock:
-            self._alerts[alert["id"]] = dict(alert)
-        self._poke(urgent=True)
+            self._alerts[alert.id] = alert.copy()
+        self._poke(urgent=urgent)
 
     def note_key_use(self, key_id: int, ts: int, count: int = 1) -> None:
         """Count an API key's use in memory; written with the next commit, not per request."""
@@ -467,7 +466,7 @@ class Store:
                     self._commit_seq += 1
 
     def _commit(self, records: list[Record], taken: tuple[int, int], drops: list[int],
-                pending_alerts: dict[int, dict[str, Any]], alerts: list[dict[str, Any]],
+                pending_alerts: dict[int, Alert], alerts: list[Alert],
                 key_use: dict[int, tuple[int, int]], rollups: dict[tuple[int, int], rollup.Acc],
                 frames: int) -> int:
         assert self.engine is not None
@@ -487,10 +486,11 @@ class Store:
                         "VALUES (?, ?, ?, ?, ?, ?)", day_rows)
                 rollup.write(conn, rollups, _minute_table)
                 for alert in alerts:
-                    stmt = sqlite_insert(AlertRow.__table__).values(**alert)
+                    values = asdict(alert)
+                    stmt = sqlite_insert(AlertRow.__table__).values(**values)
                     stmt = stmt.on_conflict_do_update(
                         index_elements=["id"],
-                        set_={k: v for k, v in alert.items() if k != "id"},
+                        set_={k: v for k, v in values.items() if k != "id"},
                     )
                     conn.execute(stmt)
                 for key_id, (last, count) in key_use.items():
@@ -559,10 +559,10 @@ class Store:
     async def forget(self, pk: int) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.forget_target, pk)
 
-    def pending_alert(self, alert_id: int) -> dict[str, Any] | None:
+    def pending_alert(self, alert_id: int) -> Alert | None:
         with self._lock:
-            row = self._alerts.get(alert_id)
-            return dict(row) if row else None
+            alert = self._alerts.get(alert_id)
+            return alert.copy() if alert else None
 
     # ------------------------------------------------------------------ consistent reads
 
@@ -815,7 +815,7 @@ class Store:
                     s.add(row)
             for name, row in rows.items():
                 if row.source == "config" and name not in wanted and row.enabled:
-                    spec = parse_target_spec({**json.loads(row.spec), "enabled": False})
+                    spec = parse_spec({**json.loads(row.spec), "enabled": False})
                     row.spec, row.enabled, row.updated_at = spec.model_dump_json(), False, ts
                     s.add(row)
                     log.info("target %r is no longer in the config file: disabled", name)
@@ -1024,20 +1024,21 @@ class Store:
         ids = [i for i in (mem, newest) if i is not None]
         return max(ids) >> ID_SHIFT if ids else None
 
-    def alerts(self, state: str, limit: int) -> list[AlertRow]:
-        def db() -> dict[int, AlertRow]:
+    def alerts(self, state: str, limit: int) -> list[Alert]:
+        def db() -> dict[int, Alert]:
             with self.session() as s:
                 q = select(AlertRow)
                 if state == "open":
                     q = q.where(AlertRow.resolved_at.is_(None))
                 elif state == "resolved":
                     q = q.where(AlertRow.resolved_at.is_not(None))
-                return {r.id: r for r in s.exec(q.order_by(AlertRow.opened_at.desc()).limit(limit))}
+                return {r.id: r.to_alert()
+                        for r in s.exec(q.order_by(AlertRow.opened_at.desc()).limit(limit))}
 
         # Buffer and database read with no commit in between (a commit moves alerts from the
         # one to the other: read across it, an alert would be in neither, or an old copy win).
         pending, rows = self._consistent(
-            lambda: [AlertRow(**a) for a in self._alerts.values()], db)
+            lambda: [a.copy() for a in self._alerts.values()], db)
         # Alerts still in the write buffer are newer than anything on disk.
         for row in pending:
             if state == "all" or (state == "open") == (row.resolved_at is None):
@@ -1047,24 +1048,23 @@ class Store:
         ordered = sorted(rows.values(), key=lambda r: (r.opened_at, r.id), reverse=True)
         return ordered[:limit]
 
-    def alert(self, alert_id: int) -> AlertRow | None:
+    def alert(self, alert_id: int) -> Alert | None:
         pending = self.pending_alert(alert_id)
         if pending:
-            return AlertRow(**pending)
+            return pending
         with self.session() as s:
-            return s.get(AlertRow, alert_id)
+            row = s.get(AlertRow, alert_id)
+            return row.to_alert() if row is not None else None
 
-    def open_alerts(self) -> list[AlertRow]:
+    def open_alerts(self) -> list[Alert]:
         with self.session() as s:
-            return list(s.exec(select(AlertRow).where(AlertRow.resolved_at.is_(None))).all())
+            return [r.to_alert() for r in
+                    s.exec(select(AlertRow).where(AlertRow.resolved_at.is_(None))).all()]
 
     def max_alert_id(self) -> int:
         with self.session() as s:
             return s.exec(select(func.max(AlertRow.id))).one() or 0
 
-    def integrity_ok(self) -> bool:
-        with self.session() as s:
-            return s.exec(text("PRAGMA quick_check")).one()[0] == "ok"
 
 
 def _totals(acc: rollup.Acc) -> rollup.Totals:
@@ -1097,7 +1097,7 @@ def _to_target(row: TargetRow) -> Target:
     return Target(
         pk=row.pk,
         id=row.id,
-        spec=parse_target_spec(json.loads(row.spec)),
+        spec=parse_spec(json.loads(row.spec)),
         source=row.source,
         created_at=row.created_at,
         updated_at=row.updated_at,

@@ -15,7 +15,7 @@ import httpx
 from sqlmodel import delete, select
 
 from pingr.monitor import Event
-from pingr.notify_models import WebhookRow
+from pingr.storage.tables import WebhookRow
 
 if TYPE_CHECKING:
     from pingr.app import App

@@ -16,14 +16,15 @@ import threading
 import httpx
 import pytest
 
-from pingr.models import Target, parse_target_spec
+from pingr.models import Target
+from pingr.probes.registry import parse_spec
 from pingr.probes import PROBES, ProbeContext
 from pingr.probes.context import LazyTrustContext, lazy_trust_context, make_client
 from pingr.probes.icmp import detect_mode
 
 
 def target(**spec) -> Target:
-    return Target(pk=1, id="t-1", spec=parse_target_spec({"name": "t", **spec}))
+    return Target(pk=1, id="t-1", spec=parse_spec({"name": "t", **spec}))
 
 
 @pytest.fixture
@@ -64,12 +65,13 @@ async def test_icmp_ipv6_loopback(ctx):
 
 NETNS_PROBE = textwrap.dedent("""
     import asyncio, json, subprocess, sys
-    from pingr.models import Target, parse_target_spec
+    from pingr.models import Target
+from pingr.probes.registry import parse_spec
     from pingr.probes import PROBES, ProbeContext
     setup = sys.argv[1]
     if setup:
         subprocess.run(setup, shell=True, check=True)
-    spec = parse_target_spec({"name": "t", "type": "icmp", "host": sys.argv[2],
+    spec = parse_spec({"name": "t", "type": "icmp", "host": sys.argv[2],
                               "timeout_ms": 500, "interval_seconds": 1})
     r = asyncio.run(PROBES["icmp"](Target(1, "t", spec), ProbeContext()))
     print(json.dumps({"success": r.success, "error": r.error, "latency_ms": r.latency_ms}))

@@ -6,9 +6,9 @@ import sqlite3
 
 from sqlalchemy import event
 
-from pingr.config import IcmpTarget
+from pingr.probes.icmp import IcmpTarget
 from pingr.models import Result
-from pingr.rollup import DAY_MS, HOUR_MS, MINUTE_MS
+from pingr.storage.rollup import DAY_MS, HOUR_MS, MINUTE_MS
 from pingr.store import Store
 from pingr.timeutil import from_ms, now_ms
 from tests.conftest import make_config, running_app

@@ -6,8 +6,9 @@ import asyncio
 import time
 from typing import Literal
 
-from pingr.config import TargetBase
-from pingr.models import Result, Target, parse_target_spec
+from pingr.configbase import TargetBase
+from pingr.models import Result, Target
+from pingr.probes.registry import parse_spec
 from pingr.probes import PROBES, ProbeContext
 from pingr.scheduler import Scheduler
 
@@ -27,9 +28,9 @@ async def test_slow_target_does_not_delay_fast_one(target_server):
     ctx.client(True)  # built before probing, as App.start does (~0.8 s of loop under qemu-user)
     sched = Scheduler(lambda r: results.append((r.target_id, time.monotonic(), r)), ctx,
                       stagger_seconds=0)
-    fast = Target(1, "fast", parse_target_spec({"name": "fast", "type": "http",
+    fast = Target(1, "fast", parse_spec({"name": "fast", "type": "http",
                                                 "url": fast_srv.url, "interval_seconds": 1}))
-    slow = Target(2, "slow", parse_target_spec({"name": "slow", "type": "http", "url": slow_srv.url,
+    slow = Target(2, "slow", parse_spec({"name": "slow", "type": "http", "url": slow_srv.url,
                                                 "interval_seconds": 1, "timeout_ms": 900}))
     try:
         sched.set(slow)
@@ -111,7 +112,7 @@ async def test_concurrency_bound():
 async def test_set_and_remove_take_effect_at_once(target_server):
     seen: list[str] = []
     sched = Scheduler(lambda r: seen.append(r.target_id), ProbeContext(), stagger_seconds=0)
-    t = Target(1, "a", parse_target_spec({"name": "a", "type": "tcp", "host": "127.0.0.1",
+    t = Target(1, "a", parse_spec({"name": "a", "type": "tcp", "host": "127.0.0.1",
                                           "port": target_server.port, "interval_seconds": 1}))
     sched.set(t)
     await asyncio.sleep(0.2)

@@ -6,9 +6,10 @@ import sqlite3
 
 import pytest
 
-from pingr.config import ConfigError, IcmpTarget, parse_config
+from pingr.config import ConfigError, parse_config
+from pingr.probes.icmp import IcmpTarget
 from pingr.models import Result
-from pingr.rollup import DAY_MS, MINUTE_MS
+from pingr.storage.rollup import DAY_MS, MINUTE_MS
 from pingr.store import CAP_HEADROOM, Store
 
 NOW = 2000 * DAY_MS

@@ -12,7 +12,7 @@ import time
 
 import yaml
 
-from pingr.config import IcmpTarget
+from pingr.probes.icmp import IcmpTarget
 from pingr.models import ID_SHIFT, Result
 from pingr.store import DELETE_BATCH, Store
 
@@ -169,7 +169,7 @@ def test_kill_9_leaves_a_sound_database_losing_at_most_one_flush(tmp_path, targe
 SPOOLER = """
 import sys, time
 from pathlib import Path
-from pingr.config import IcmpTarget
+from pingr.probes.icmp import IcmpTarget
 from pingr.models import Result
 from pingr.store import Store
 store = Store(Path(sys.argv[1]))

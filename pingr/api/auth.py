@@ -17,7 +17,7 @@ from fastapi.security import APIKeyHeader
 from sqlmodel import Session, select
 
 from pingr.api.ratelimit import FailureWindow, TokenBucket
-from pingr.models import ApiKeyRow
+from pingr.storage.tables import ApiKeyRow
 from pingr.store import Store
 from pingr.timeutil import now_ms
 

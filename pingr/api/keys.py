@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
 from pingr.api.schemas import KeyCreated, KeyIn, KeyOut
-from pingr.models import ApiKeyRow
+from pingr.storage.tables import ApiKeyRow
 from pingr.timeutil import from_ms
 
 router = APIRouter(tags=["keys"], dependencies=[require("admin")])

@@ -14,7 +14,7 @@ from pingr.api.deps import (
     parse_window,
 )
 from pingr.api.schemas import DailyUptimeOut, HistoryBucketOut, LatestOut, ResultOut, SummaryOut
-from pingr.rollup import DAY_MS
+from pingr.storage.rollup import DAY_MS
 from pingr.timeutil import format_duration, from_ms, now_ms
 
 router = APIRouter(tags=["results"], dependencies=[require("read")])

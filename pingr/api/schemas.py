@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from pingr.models import AlertRow, ResultRow, Target
+from pingr.models import Alert, ResultRow, Target
 from pingr.timeutil import from_ms, rfc3339
 
 #: Aware UTC datetime rendered as RFC 3339 with `Z`.

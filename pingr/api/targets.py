@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
 from pingr.api.schemas import TargetOut
-from pingr.config import TargetConfig
+from pingr.probes.registry import TargetSpec
 
 router = APIRouter(tags=["targets"])
 
@@ -47,7 +47,7 @@ async def get_target(target_id: str, app=Depends(get_app)) -> TargetOut:
 
 @router.post("/targets", response_model=TargetOut, status_code=201,
              dependencies=[require("admin")], responses=errors(400, 409, *AUTH_ERRORS))
-async def create_target(spec: TargetConfig = Body(...), app=Depends(get_app)) -> TargetOut:
+async def create_target(spec: TargetSpec = Body(...), app=Depends(get_app)) -> TargetOut:
     """Add a target; it is probed at once, no restart needed."""
     return _out(app, await app.create_target(spec))
 

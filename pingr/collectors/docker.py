@@ -18,7 +18,7 @@ from pingr.timeutil import format_duration, now_ms, parse_timestamp, to_ms
 
 if TYPE_CHECKING:
     from pingr.app import App
-    from pingr.config import DockerConfig
+    from pingr.settings import DockerConfig
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from pingr.config import TargetBase
+from pingr.configbase import TargetBase
 from pingr.models import Result, Target
 
 if TYPE_CHECKING:

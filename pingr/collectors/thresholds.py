@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from pingr.collectors.models import CollectorSettingRow
+from pingr.storage.tables import CollectorSettingRow
 from pingr.collectors.pi import PiReader
 from pingr.collectors.settings import Limit, Switch, ThresholdsConfig
 from pingr.collectors.source import feed, make_target

@@ -14,12 +14,6 @@ log = logging.getLogger(__name__)
 MODEL_FILE = Path("/proc/device-tree/model")
 
 
-def factory_names() -> tuple[str, ...]:
-    """gpiozero's registered pin factories (lgpio, rpigpio, pigpio, native, mock)."""
-    names = {e.name for e in entry_points(group="gpiozero_pin_factories")}
-    return tuple(sorted(names | {"mock"}))
-
-
 def board_model(model_file: Path = MODEL_FILE) -> str | None:
     """The device-tree model string ("Raspberry Pi 4 Model B Rev 1.4"), or None off a Pi."""
     try:

@@ -6,10 +6,11 @@ import re
 from datetime import time as dtime
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from importlib.metadata import entry_points
 
-from pingr.configbase import Duration, Strict
+from pydantic import Field, field_validator, model_validator
+
+from pingr.configbase import Duration, Strict, located
 from pingr.outputs.boards import BoardProfile, board_names, load_board
 
 #: BCM numbers of the 40-pin header's GPIO lines.
@@ -30,10 +31,10 @@ _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 _QUIET = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
-def located(loc: tuple[Any, ...], message: str, value: Any = None) -> ValidationError:
-    """A validation error at `loc` below the model raising it, so the loader can show line:col."""
-    return ValidationError.from_exception_data("hardware", [InitErrorDetails(
-        type=PydanticCustomError("hardware", message), loc=loc, input=value)])
+def factory_names() -> tuple[str, ...]:
+    """gpiozero's registered pin factories (lgpio, rpigpio, pigpio, native, mock)."""
+    names = {e.name for e in entry_points(group="gpiozero_pin_factories")}
+    return tuple(sorted(names | {"mock"}))
 
 
 def parse_quiet_hours(value: str) -> tuple[dtime, dtime]:
@@ -354,8 +355,6 @@ class HardwareConfig(Strict):
     @field_validator("backend")
     @classmethod
     def _backend(cls, value: str) -> str:
-        from pingr.outputs.backend import factory_names
-
         names = ("auto", *factory_names())
         if value not in names:
             raise ValueError(f"unknown backend {value!r}: use one of {', '.join(names)}")

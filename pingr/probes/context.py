@@ -1,4 +1,4 @@
-"""What probes share: one HTTP client, the ICMP socket mode and the clock."""
+"""What probes share: one HTTP client, the ICMP socket mode, check-in times and the clock."""
 
 from __future__ import annotations
 
@@ -7,11 +7,21 @@ import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
+from pingr import __version__
+from pingr.models import Result, Target
 from pingr.timeutil import now_ms
+
+
+class CheckinBook(Protocol):
+    """The heartbeat targets' check-in times (kept by pingr.heartbeat.Heartbeats)."""
+
+    def check(self, target: Target) -> Result:
+        """The deadline check of one heartbeat target, from memory."""
+        ...
 
 
 @dataclass
@@ -22,6 +32,7 @@ class ProbeContext:
     http_insecure: httpx.AsyncClient | None = None
     icmp_privileged: bool | None = None
     clock_ms: Callable[[], int] = field(default=now_ms)
+    checkins: CheckinBook | None = None
 
     def client(self, verify: bool) -> httpx.AsyncClient:
         """The shared client; a second one (made on first use) for targets with verify_tls off."""
@@ -84,8 +95,6 @@ def make_client(verify: bool = True,
                 transport: httpx.AsyncBaseTransport | None = None,
                 cafile: str | None = None) -> httpx.AsyncClient:
     """The one place outbound probe HTTP is configured (`cafile`: CAs, certifi's by default)."""
-    from pingr import __version__
-
     return httpx.AsyncClient(
         verify=lazy_trust_context(cafile) if verify else False,
         transport=transport,

@@ -12,13 +12,27 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
+from typing import Literal
+
 from icmplib import async_ping
 from icmplib.exceptions import ICMPLibError
+from pydantic import field_validator
 
+from pingr.configbase import TargetBase, check_host
 from pingr.models import Result, Target
 from pingr.probes.context import ProbeContext
+from pingr.probes.kind import Kind
 
 log = logging.getLogger(__name__)
+
+
+class IcmpTarget(TargetBase):
+    """Ping a host (ICMP echo)."""
+
+    type: Literal["icmp"]
+    host: str
+
+    _host = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
 
 
 class IcmpUnavailable(RuntimeError):
@@ -319,3 +333,12 @@ async def run(target: Target, ctx: ProbeContext) -> Result:
     if host.packets_received == 0:
         return Result(target.id, ts, False, error=f"no echo reply within {spec.timeout_ms} ms")
     return Result(target.id, ts, True, latency_ms=max(0, round(host.min_rtt)))
+
+
+def prepare(ctx: ProbeContext, targets: list[Target]) -> None:
+    """Find out once which ICMP socket works; IcmpUnavailable names both fixes if none does."""
+    if targets and ctx.icmp_privileged is None:
+        ctx.icmp_privileged = detect_mode()
+
+
+KIND = Kind(IcmpTarget, run, prepare)

@@ -5,8 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pingr.configbase import TargetBase, check_host
 from pingr.models import Result, Target
 from pingr.probes.context import ProbeContext
+from pingr.probes.kind import Kind
+
+
+class TcpTarget(TargetBase):
+    """Open a TCP connection to host:port."""
+
+    type: Literal["tcp"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    _host = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
 
 
 async def run(target: Target, ctx: ProbeContext) -> Result:
@@ -28,3 +44,6 @@ async def run(target: Target, ctx: ProbeContext) -> Result:
     except OSError:
         pass
     return Result(target.id, ts, True, latency_ms=latency)
+
+
+KIND = Kind(TcpTarget, run)

@@ -7,9 +7,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlmodel import Field, SQLModel
-
-from pingr.models import ID_SHIFT
+from pingr.storage.tables import ID_SHIFT
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -33,21 +31,6 @@ MINUTE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
     lat_max INTEGER,
     PRIMARY KEY (bucket, target_pk)) WITHOUT ROWID"""
 MINUTE_COLUMNS = "bucket, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max"
-
-
-class HourRollup(SQLModel, table=True):
-    """Aggregate of one target's results in one hour (kept `storage.hour_retention`)."""
-
-    __tablename__ = "rollup_hour"
-    __table_args__ = {"sqlite_with_rowid": False}
-    bucket: int = Field(primary_key=True)  # epoch ms of the hour's start
-    target_pk: int = Field(primary_key=True)
-    count: int
-    successes: int
-    lat_count: int
-    lat_sum: int
-    lat_min: int | None = None
-    lat_max: int | None = None
 
 
 #: What history reads: the minute view (over the day tables) and the hour table.

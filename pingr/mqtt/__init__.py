@@ -1,0 +1,1 @@
+"""MQTT: Home Assistant discovery, retained state, commands (and the fleet, later)."""

@@ -1,0 +1,1 @@
+"""SQLite storage: the schema, the batched writer and its spool, retention, queries."""

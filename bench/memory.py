@@ -16,14 +16,14 @@ from bench.probes import SERVER
 
 #: The reference: an idle interpreter that imported what `pingr run` has imported once it runs
 #: (checked against the running process's sys.modules on 2026-11-22): the CLI with its start-up
-#: import policy (`skip_unused_imports`), the App, the API, the components the App builds, and
+#: import policy (`skip_unused_imports`), the App and its parts, the API, and
 #: what the first HTTP probe and the first API connection load (httpcore, h11, uvicorn's h11
 #: protocol, sqlite3). It builds nothing: no config, no store, no targets, no routes of the
 #: optional parts, no TLS context.
 FLOOR = """
 import time, pingr.cli
 pingr.cli.skip_unused_imports()
-import pingr.app, pingr.api, pingr.components, pingr.probes.context
+import pingr.server, pingr.probes.context
 import httpcore, h11, sqlite3, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.off
 print('ready', flush=True)
 time.sleep(30)

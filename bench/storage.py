@@ -37,8 +37,8 @@ def simulate(
 ) -> dict:
     """Feed TARGETS×(hours) of results through a Store in simulated time; return counters."""
     from bench.common import proc_io
-    from pingr.probes.icmp import IcmpTarget
     from pingr.models import Result
+    from pingr.probes.icmp import IcmpTarget
     from pingr.store import Store
 
     now = [start_ms]

@@ -1,47 +1,76 @@
-"""Composition root: builds and owns every part, runs them, and stops them cleanly."""
+"""Composition root: builds every part from one Config, runs the flow after each result, and
+carries out commands (API, buttons, MQTT) through the same methods.
+
+The flow, in the order a reader follows it:
+
+    Scheduler ──> App.on_result(result)
+                     change = monitor.process(result)     pure state machine (pingr.monitor)
+                     store.add_result(result)             buffered, spooled, batched commits
+                     per-result readers                   metrics, SSE check_result, MQTT counters
+                     App._apply(change)                   alerts persisted, then _fan_out:
+                        outputs.update(snapshot)          relays, LEDs, towers (pingr.outputs)
+                        notifier.on_change(change)        apprise, queue, cooldown (pingr.notify)
+                        events.on_change(change)          SSE (pingr.events)
+                        mqtt.update(change)               Home Assistant state (pingr.mqtt)
+                        webhooks.on_change(change)        signed POSTs (pingr.webhooks)
+
+Nothing re-enters the monitor from inside the fan-out; buttons and MQTT commands arrive on the
+loop as calls of the App's own methods, like API requests.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import logging
 import os
-import signal
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 from sqlmodel import select
 
 from pingr import __version__
-from pingr.api.auth import Authenticator, KeyRing, create_key
-from pingr.api.schemas import HealthOut
-from pingr.config import (
-    Config,
-    TargetBase,
-    check_dependencies,
-    database_path,
-    default_targets,
-    spool_path,
-    state_directory,
-)
-from pingr.models import ApiKeyRow, Target, parse_target_spec
-from pingr.monitor import Monitor
-from pingr.probes import ProbeContext
-from pingr.probes.icmp import detect_mode
+from pingr.access import Authenticator
+from pingr.alertstatus import AlertStatus
+from pingr.collectors.docker import DockerCollector, docker_wanted
+from pingr.collectors.source import Findings
+from pingr.collectors.thresholds import HostCollector
+from pingr.config import Config, check_dependencies, default_targets
+from pingr.configbase import TargetBase
+from pingr.events import EventBroker
+from pingr.heartbeat import Heartbeats
+from pingr.instance import InstanceLock
+from pingr.keys import KeyRing, create_key, hash_key
+from pingr.liveness import Inputs, Liveness, Verdict
+from pingr.metrics import Metrics
+from pingr.models import Alert, Result, Target
+from pingr.monitor import Change, Event, Monitor
+from pingr.mqtt.publisher import Mqtt
+from pingr.notify.notifier import Notifier
+from pingr.outputs.manager import Outputs
+from pingr.paths import database_path, spool_path, state_directory
+from pingr.probes.context import ProbeContext
+from pingr.probes.registry import KINDS, parse_spec
 from pingr.scheduler import Scheduler
+from pingr.silence import Silences
+from pingr.storage.tables import ApiKeyRow
 from pingr.store import Store
-from pingr.systemd import Heartbeat, Notifier
-from pingr.timeutil import from_ms, now_ms
+from pingr.systemd import SdNotify
+from pingr.timeutil import now_ms
+from pingr.webhooks import Webhooks
 from pingr.writemeter import WriteMeter
 
 log = logging.getLogger(__name__)
+
+#: Liveness is re-checked at the moment it can change (a deadline), and at least this often
+#: (a probe loop that died has no deadline of its own).
+LIVENESS_MAX_WAIT = 10.0
+#: A collector's run is cancelled after this long (a hung psutil read, a stuck engine).
+COLLECTOR_TIMEOUT = 30.0
 
 
 class AppError(Exception):
@@ -53,12 +82,23 @@ class AppError(Exception):
         self.detail = detail
 
 
-class _Server(uvicorn.Server):
-    """uvicorn inside our event loop; signals are ours, so shutdown runs our safe-state code."""
+@dataclass(frozen=True)
+class Health:
+    """What /api/v1/health reports."""
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    ok: bool
+    db_error: str | None
+    enabled_targets: int
+    last_result_ms: int | None
+    seconds_since_last_result: float | None
+    stale: bool
+    healthy: bool
+    reason: str
+    problems: tuple[str, ...]
+    uptime_seconds: float
+    disk_bytes_written: int | None
+    disk_bytes_per_day: int | None
+    db_size_bytes: int | None
 
 
 class App:
@@ -71,6 +111,7 @@ class App:
         self.clock_ms = clock_ms
         self.console = console if console is not None else sys.stderr
         self.db_path = database_path(config, self.env)
+        self.lock = InstanceLock(self.db_path)
         st = config.storage
         self.store = Store(self.db_path, flush_interval=st.flush_interval,
                            commit_interval=st.commit_interval, batch_size=st.batch_size,
@@ -80,164 +121,364 @@ class App:
                            hour_retention_seconds=st.hour_retention, max_size=st.max_size,
                            spool_path=spool_path(config, self.db_path, self.env))
         self.write_meter = WriteMeter()
-        self.monitor = Monitor(self.store, stale_factor=config.alerts.stale_factor,
-                               clock_ms=clock_ms)
+        self.targets: dict[str, Target] = {}
+        self.silences = Silences(self.store, clock_ms, on_edge=self._silence_edge)
+        self.monitor = Monitor(silenced=self.silences.is_silenced, clock_ms=clock_ms)
+        self.alert_status = AlertStatus()
         self.ctx = ProbeContext(clock_ms=clock_ms)
-        self.scheduler = Scheduler(self.monitor.process, self.ctx,
+        self.scheduler = Scheduler(self.on_result, self.ctx,
                                    max_concurrency=config.scheduler.max_concurrency,
                                    stagger_seconds=config.scheduler.stagger, clock_ms=clock_ms)
+        self.liveness = Liveness(stale_factor=config.alerts.stale_factor,
+                                 stagger=config.scheduler.stagger, clock_ms=clock_ms,
+                                 loop_time=time.monotonic)
         self.keys = KeyRing(self.store)
         self.auth = Authenticator(self.keys, self.store,
                                   per_minute=config.auth.rate_limit_per_minute,
                                   failures_per_minute=config.auth.auth_failures_per_minute,
                                   trusted_proxies=config.auth.trusted_proxies)
-        self.targets: dict[str, Target] = {}
-        from pingr.components import COMPONENTS
-
-        self.components = [c for factory in COMPONENTS if (c := factory(self)) is not None]
-        #: Routers of the optional parts, mounted next to the core ones.
-        self.extra_routers: list[Any] = [r for c in self.components for r in c.routers]
+        # ---- the parts, in fan-out order where they take part in it
+        self.outputs = Outputs(config.hardware, on_button=self.on_button,
+                               on_state=self._outputs_changed)
+        self.notifier = Notifier(config.notify, config.notify_settings, self.store,
+                                 states=self.monitor.states, silenced=self.silences.is_silenced,
+                                 clock_ms=clock_ms)
+        self.events = EventBroker(config.events)
+        self.mqtt = (Mqtt(config.mqtt, self.monitor, self.outputs, commands=self,
+                          clock_ms=clock_ms) if config.mqtt.enabled else None)
+        self.webhooks = Webhooks(self.store, config.notify_settings, clock_ms)
+        self.metrics = (Metrics(config.metrics, self.monitor, self.store)
+                        if config.metrics.enabled else None)
+        # ---- sources besides the scheduler's probes
+        self.heartbeats = Heartbeats(config.push, self.store, clock_ms,
+                                     targets=lambda: self.targets.values(), publish=self.publish)
+        self.ctx.checkins = self.heartbeats
+        self.host = HostCollector(config.alerts.thresholds, self.store, clock_ms)
+        self.docker = (DockerCollector(config.docker, clock_ms, submit=self.apply_findings)
+                       if docker_wanted(config.docker) else None)
+        #: Collector source -> the ids of its targets in the monitor.
+        self._collected: dict[str, set[str]] = {}
         self.started_at = time.monotonic()
         self.tasks: list[asyncio.Task[Any]] = []
-        self.server: _Server | None = None
-        self._stop = asyncio.Event()
-        self.listening = asyncio.Event()
         #: The port actually bound (differs from config.port when that is 0, as in tests).
         self.port: int = config.port
+        #: Set by the server when it begins to shut down (long-lived responses end).
+        self.stopping = False
         self.key_file: Path | None = None
         self.bootstrap_key: str | None = None
         #: sd_notify to systemd (READY/STOPPING/WATCHDOG); a no-op outside a Type=notify unit.
-        self.sd = Notifier(self.env)
-        self.heartbeat: Heartbeat | None = None
+        self.sd = SdNotify(self.env)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the store, reconcile config targets, restore state, start probing."""
+        """Open the store, reconcile config targets, restore state, start the parts, probe."""
+        self.lock.acquire()
         self.store.open()
         specs = self.config.targets or default_targets(self.port)
         targets = self.store.reconcile(specs, self.clock_ms())
         self.targets = {t.id: t for t in targets}
-        if any(t.enabled and t.spec.type == "icmp" for t in targets):
-            self.ctx.icmp_privileged = detect_mode()  # raises IcmpUnavailable with the fix
-        self.monitor.load(targets)
+        for name, kind in KINDS.items():
+            wanted = [t for t in targets if t.enabled and t.spec.type == name]
+            if kind.prepare is not None and wanted:
+                kind.prepare(self.ctx, wanted)  # e.g. IcmpUnavailable with both fixes
+        self.silences.load()
+        self._apply(self.monitor.restore(
+            targets, self.store.open_alerts(),
+            self.store.recent_by_target([t.pk for t in targets if t.enabled]),
+            self.store.max_alert_id() + 1, self.store.newest_result_ts()))
         self._bootstrap_keys()
         self.keys.reload()
-        for component in self.components:
-            await component.start()
-        self.monitor.resolve_orphans()
-        # HTTP clients are built before probing, not inside the first HTTP probe, where the
-        # build blocked the loop and counted against that probe's timeout (a false first
-        # failure under qemu-user: ~0.8 s while it loaded the CA bundle; ~0.2 s since that is
-        # deferred to the first TLS connection; ~30 ms on x86-64).
-        for verify in sorted({t.spec.verify_tls for t in targets
-                              if t.enabled and t.spec.type == "http"}):
-            self.ctx.client(verify)
-        self.monitor.probing_started()
+        await self.silences.start()
+        await self.heartbeats.start()
+        await self.notifier.start()
+        await self.webhooks.start()
+        self.host.load_override()
+        self.apply_findings(await self.host.collect())
+        if self.docker is not None:
+            await self.docker.start([a.target_id for a in self.store.open_alerts()])
+        self._apply(self.monitor.resolve_orphans())
+        # The lamp test sounds at a clean start only: after a crash-restart it would be noise.
+        await self.outputs.start(self.monitor.snapshot(), lamp_test=self.lock.previous_clean)
+        if self.mqtt is not None:
+            self.mqtt.start(self.config.host, self.port)
+        self.liveness.probing_started()
         for target in targets:
             self.scheduler.set(target)
+        interval = self.host.interval
+        self.scheduler.set_job("host", interval, min(COLLECTOR_TIMEOUT, interval),
+                               self._collect_host, first_delay=min(1.0, interval))
+        if self.docker is not None:
+            self.scheduler.set_job("docker", self.config.docker.resync, COLLECTOR_TIMEOUT,
+                                   self.docker.resync, first_delay=self.config.docker.resync)
         loop = asyncio.get_running_loop()
-        self.heartbeat = Heartbeat(self, self.sd, loop.time)
         self.tasks += [
             loop.create_task(self.store.run_writer(), name="store-writer"),
             loop.create_task(self.store.run_cleanup(self.config.storage.cleanup_interval),
                              name="retention"),
-            loop.create_task(self._watch(), name="watch"),
+            loop.create_task(self._watch(), name="liveness"),
         ]
         log.info("pingr %s monitoring %d targets; database %s", __version__,
                  sum(t.enabled for t in targets), self.db_path)
 
     async def stop(self) -> None:
+        """Stop probing, put every output in its safe state, stop the parts, commit."""
         self.sd.send("STOPPING=1")
         await self.scheduler.stop()
-        for component in reversed(self.components):
+        for name, stop in (("outputs", self.outputs.stop),
+                           ("mqtt", self.mqtt.stop if self.mqtt else None),
+                           ("docker", self.docker.stop if self.docker else None),
+                           ("webhooks", self.webhooks.stop), ("notify", self.notifier.stop),
+                           ("heartbeats", self.heartbeats.stop), ("silences", self.silences.stop)):
+            if stop is None:
+                continue
             try:
-                await component.stop()
+                await stop()
             except Exception:
-                log.exception("stopping %s failed", component.name)
+                log.exception("stopping %s failed", name)
+        self.events.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
         await self.ctx.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        self.lock.release(clean=True)
         self.sd.close()
         log.info("pingr stopped")
 
+    # ------------------------------------------------------------------ the flow
+
+    def on_result(self, result: Result) -> None:
+        """One probe (or collector) result: the whole flow after a probe, in order."""
+        state = self.monitor.state_of(result.target_id)
+        if state is None:
+            return
+        target = state.target
+        change = self.monitor.process(result)
+        if change is None:
+            return  # paused meanwhile
+        if target.probed:
+            self.store.add_result(result, target.pk)
+        if self.metrics is not None:
+            self.metrics.count(target, result)
+        self.events.on_result(target, result)
+        if self.mqtt is not None:
+            self.mqtt.on_result(target, result)
+        self._apply(change)
+        verdict = self.liveness.verdict
+        if target.probed and (verdict.stale or not verdict.healthy):
+            self._check_liveness()  # alive again with this result, not at the next check
+
+    def _apply(self, change: Change) -> None:
+        """Persist what a change did to alerts, then tell everybody who cares."""
+        for alert in change.alerts:
+            self.store.put_alert(alert, urgent=change.urgent)
+        if change.events or change.situation or change.targets:
+            self._fan_out(change)
+
+    def _fan_out(self, change: Change) -> None:
+        """The one ordered fan-out. A consumer that fails is logged and the others go on."""
+        snapshot = self.monitor.snapshot()
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if change.situation:
+            steps.append(("outputs", lambda: self.outputs.update(snapshot)))
+        steps.append(("notifications", lambda: self.notifier.on_change(change)))
+        steps.append(("events", lambda: self.events.on_change(change)))
+        if self.mqtt is not None:
+            mqtt = self.mqtt
+            steps.append(("mqtt", lambda: mqtt.update(change)))
+        steps.append(("webhooks", lambda: self.webhooks.on_change(change)))
+        for name, step in steps:
+            try:
+                step()
+            except Exception:  # a broken consumer must never stop the monitor or the others
+                log.exception("%s failed on %s", name,
+                              ", ".join(e.type for e in change.events) or "a state change")
+
+    def publish(self, event: Event) -> None:
+        """An event no state change carries (a heartbeat ping) to events and webhooks."""
+        self._fan_out(Change((event,)))
+
+    def apply_findings(self, findings: Findings) -> None:
+        """A collector's findings: its new targets join the monitor, vanished ones leave,
+        then each result takes the same path as a probe's."""
+        known = self._collected.setdefault(findings.source, set())
+        for target_id, target in findings.targets.items():
+            if target_id not in known or self.monitor.state_of(target_id) is None:
+                known.add(target_id)
+                self._apply(self.monitor.set_target(target))
+        if not findings.partial:
+            for gone in sorted(known - set(findings.targets)):
+                known.discard(gone)
+                self._apply(self.monitor.remove(gone))
+        for result in findings.results:
+            self.on_result(result)
+
+    async def _collect_host(self) -> None:
+        self.apply_findings(await self.host.collect())
+
+    def _silence_edge(self, event: Event) -> None:
+        self._apply(self.monitor.refresh(event))
+
+    def _outputs_changed(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.outputs_changed()
+
+    # ------------------------------------------------------------------ liveness
+
+    def _liveness_inputs(self) -> Inputs:
+        return Inputs(self.scheduler.intervals(), self.monitor.last_result_ms,
+                      self.scheduler.last_beat, self.scheduler.dead_loops())
+
+    def _check_liveness(self) -> Verdict:
+        """The one liveness value: evaluated here, read by outputs (through the snapshot),
+        the systemd watchdog, /health and alert-status."""
+        before = self.liveness.verdict
+        verdict = self.liveness.evaluate(self._liveness_inputs())
+        if verdict.healthy != before.healthy:
+            if verdict.healthy:
+                log.info("appliance healthy again (%s)", verdict.reason)
+            else:
+                log.error("appliance UNHEALTHY: %s; the dead-man output drops%s", verdict.reason,
+                          f" and systemd restarts pingr within {self.sd.watchdog:.0f}s"
+                          if self.sd.watchdog else "")
+        change = self.monitor.set_liveness(verdict.stale, verdict.healthy)
+        if change is not None:
+            self._apply(change)
+        return verdict
+
     async def _watch(self) -> None:
-        """Once a second: staleness (a frozen monitor must never look OK), then the watchdog."""
+        """Re-check liveness when it can change, and ping systemd's watchdog while healthy."""
+        watchdog = self.sd.watchdog
         while True:
-            await asyncio.sleep(1.0)
-            self.monitor.check_stale()
-            if self.heartbeat is not None:
-                # Pings only while probes really finish; see pingr.systemd.Heartbeat.
-                self.heartbeat.tick()
+            wait = self.liveness.next_check(self._liveness_inputs(), LIVENESS_MAX_WAIT)
+            if watchdog:
+                wait = min(wait, watchdog / 3)
+            await asyncio.sleep(wait)
+            verdict = self._check_liveness()
+            if verdict.healthy and watchdog:
+                # Pings only while probes really finish: a hung scheduler stops them.
+                self.sd.send("WATCHDOG=1")
 
-    async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT: listen, start, then stop everything cleanly."""
-        from pingr.api import create_api
+    # ------------------------------------------------------------------ commands
 
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
-        # Bind before anything starts: a port in use is a plain error, and with port 0 the
-        # real port is known before the built-in self-probe target is made.
-        sock = self._bind()
-        self.port = sock.getsockname()[1]
+    def acknowledge(self, alert_id: int | None, by: str) -> list[Alert]:
+        """The one acknowledge path: API, button and MQTT all come here.
+
+        Raises KeyError for an unknown alert and ValueError for one already resolved.
+        """
         try:
-            await self.start()
-        except BaseException:
-            sock.close()
-            await self.stop()
+            acked, change = self.monitor.acknowledge(alert_id, by)
+        except KeyError:
+            if alert_id is not None and self.store.alert(alert_id) is not None:
+                raise ValueError(f"alert {alert_id} is already resolved") from None
             raise
-        try:
-            uconfig = uvicorn.Config(
-                create_api(self), host=self.config.host, port=self.port,
-                access_log=False, log_level="warning", lifespan="off", server_header=False,
-            )
-            self.server = _Server(uconfig)
-            server_task = loop.create_task(self.server.serve(sockets=[sock]), name="http")
-            stop_task = loop.create_task(self._stop.wait())
-            started = loop.create_task(self._await_listening(), name="listening")
-            await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            started.cancel()
-            self.server.should_exit = True
-            await server_task
-            stop_task.cancel()
-        finally:
-            sock.close()
-            await self.stop()
+        self._apply(change)
+        return acked
 
-    def _bind(self) -> socket.socket:
-        host, port = self.config.host, self.config.port
-        try:
-            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        except ValueError:  # a host name: let the resolver pick
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY only on accepted sockets whose
-        # proto says TCP, and without it Nagle + delayed ACKs cap the API near 700 requests/s.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        sock.set_inheritable(True)
-        return sock
+    def lamp_test(self, names: list[str] | None = None,
+                  duration: float | None = None) -> list[str]:
+        """Run the lamp test (every output that takes part, or the named ones)."""
+        done = self.outputs.lamp_test(names, duration)
+        self._outputs_changed()
+        return done
 
-    async def _await_listening(self) -> None:
-        assert self.server is not None
-        while not self.server.started:
-            await asyncio.sleep(0.01)
-        self.listening.set()
-        self.sd.send(f"READY=1\nSTATUS=monitoring {sum(t.enabled for t in self.targets.values())}"
-                     f" targets; API on port {self.port}")
-        log.info("API listening on http://%s:%d/api/v1/", self.config.host, self.port)
+    def on_button(self, action: str, by: str) -> None:
+        """A button's action, queued onto the loop by the outputs part."""
+        if action == "acknowledge":
+            acked = self.acknowledge(None, by)  # the API's path: POST /alerts/ack
+            log.info("%s pressed: %d open alerts acknowledged", by, len(acked))
+        elif action == "lamp_test":
+            log.info("%s held: lamp test", by)
+            self.lamp_test()
 
-    def request_stop(self) -> None:
-        self._stop.set()
+    def checkin(self, token: str, kind: str, *, ip: str, success: bool = True,
+                message: str | None = None, latency_ms: int | None = None,
+                exit_code: int | None = None) -> dict[str, Any]:
+        """A heartbeat ping (raises HeartbeatError for the API to answer)."""
+        checkin = self.heartbeats.ping(token, kind, ip=ip, success=success, message=message,
+                                       latency_ms=latency_ms, exit_code=exit_code)
+        self.publish(checkin.event)
+        if checkin.result is not None:
+            self.on_result(checkin.result)
+        return checkin.answer
+
+    async def update_thresholds(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change host thresholds at run time (ValueError on bad input; nothing changes)."""
+        before = self.host.interval
+        findings = await self.host.update(changes)
+        if findings is not None:
+            self.apply_findings(findings)
+        if self.host.interval != before:
+            self.scheduler.set_job("host", self.host.interval,
+                                   min(COLLECTOR_TIMEOUT, self.host.interval), self._collect_host,
+                                   first_delay=self.host.interval)
+        return self.host.describe()
+
+    # ------------------------------------------------------------------ targets
+
+    def _check_graph(self, spec: TargetBase, replacing: str | None = None) -> None:
+        graph = {t.name: t.spec.depends_on for t in self.targets.values() if t.id != replacing}
+        if spec.name in graph:
+            raise AppError(409, f"a target named {spec.name!r} already exists")
+        graph[spec.name] = spec.depends_on
+        try:
+            check_dependencies(graph)
+        except ValueError as exc:
+            raise AppError(400, str(exc)) from None
+
+    async def create_target(self, spec: TargetBase) -> Target:
+        self._check_graph(spec)
+        ts = self.clock_ms()
+        target = await self.store.write(lambda s: self.store.insert_target(s, spec, "api", ts))
+        self._set_target(target)
+        log.info("target %r added", target.name)
+        return target
+
+    async def update_target(self, target: Target, changes: dict[str, Any]) -> Target:
+        data = {**target.spec.model_dump(), **changes}
+        if changes.get("type") and changes["type"] != target.spec.type:
+            # Fields of the old kind would be unknown to the new one.
+            data = {k: v for k, v in data.items() if k in changes or k in TargetBase.model_fields}
+        try:
+            spec = parse_spec(data)
+        except ValidationError as exc:
+            raise AppError(400, "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}"
+                for e in exc.errors())) from None
+        self._check_graph(spec, replacing=target.id)
+        ts = self.clock_ms()
+        new = await self.store.write(lambda s: self.store.update_target(s, target.pk, spec, ts))
+        self._set_target(new)
+        return new
+
+    async def delete_target(self, target: Target) -> None:
+        dependants = [t.name for t in self.targets.values() if t.spec.depends_on == target.name]
+        if dependants:
+            raise AppError(409, f"targets depend on {target.name!r}: {', '.join(dependants)}")
+        await self.store.write(lambda s: self.store.delete_target(s, target.pk))
+        self.targets.pop(target.id, None)
+        self.scheduler.remove(target.id)
+        self._apply(self.monitor.remove(target.id))
+        self.heartbeats.forget(target.id)
+        await self.store.forget(target.pk)
+        log.info("target %r deleted", target.name)
+
+    def _set_target(self, target: Target) -> None:
+        self.targets[target.id] = target
+        kind = KINDS[target.spec.type]
+        if target.enabled and kind.prepare is not None:
+            try:
+                kind.prepare(self.ctx, [target])
+            except RuntimeError as exc:  # the probe will fail with the same reason, visibly
+                log.error("%s", exc)
+        self._apply(self.monitor.set_target(target))
+        self.scheduler.set(target)
+
+    def target_ids_by_pk(self) -> dict[int, str]:
+        """Stored targets by their row number (raw results carry only that)."""
+        return {t.pk: t.id for t in self.targets.values()}
 
     # ------------------------------------------------------------------ keys
 
@@ -247,8 +488,6 @@ class App:
         with self.store.session() as s:
             has_keys = s.exec(select(ApiKeyRow).limit(1)).first() is not None
             if configured:
-                from pingr.api.auth import hash_key
-
                 row = s.exec(select(ApiKeyRow).where(ApiKeyRow.name == "bootstrap")).first()
                 if row is None:
                     create_key(s, "bootstrap", "admin", configured)
@@ -310,88 +549,32 @@ class App:
             self.keys.reload()
         return out
 
-    # ------------------------------------------------------------------ targets
-
-    def target_ids_by_pk(self) -> dict[int, str]:
-        return {t.pk: t.id for t in self.targets.values()}
-
-    def _check_graph(self, spec: TargetBase, replacing: str | None = None) -> None:
-        graph = {t.name: t.spec.depends_on for t in self.targets.values() if t.id != replacing}
-        if spec.name in graph:
-            raise AppError(409, f"a target named {spec.name!r} already exists")
-        graph[spec.name] = spec.depends_on
-        try:
-            check_dependencies(graph)
-        except ValueError as exc:
-            raise AppError(400, str(exc)) from None
-
-    async def create_target(self, spec: TargetBase) -> Target:
-        self._check_graph(spec)
-        ts = self.clock_ms()
-        target = await self.store.write(lambda s: self.store.insert_target(s, spec, "api", ts))
-        self._apply(target)
-        log.info("target %r added", target.name)
-        return target
-
-    async def update_target(self, target: Target, changes: dict[str, Any]) -> Target:
-        data = {**target.spec.model_dump(), **changes}
-        if changes.get("type") and changes["type"] != target.spec.type:
-            # Fields of the old type would be unknown to the new one.
-            data = {k: v for k, v in data.items() if k in changes or k in TargetBase.model_fields}
-        try:
-            spec = parse_target_spec(data)
-        except ValidationError as exc:
-            raise AppError(400, "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}"
-                for e in exc.errors())) from None
-        self._check_graph(spec, replacing=target.id)
-        ts = self.clock_ms()
-        new = await self.store.write(lambda s: self.store.update_target(s, target.pk, spec, ts))
-        self._apply(new)
-        return new
-
-    async def delete_target(self, target: Target) -> None:
-        dependants = [t.name for t in self.targets.values() if t.spec.depends_on == target.name]
-        if dependants:
-            raise AppError(409, f"targets depend on {target.name!r}: {', '.join(dependants)}")
-        await self.store.write(lambda s: self.store.delete_target(s, target.pk))
-        self.targets.pop(target.id, None)
-        self.scheduler.remove(target.id)
-        self.monitor.remove(target.id)
-        await self.store.forget(target.pk)
-        log.info("target %r deleted", target.name)
-
-    def _apply(self, target: Target) -> None:
-        self.targets[target.id] = target
-        if target.enabled and target.spec.type == "icmp" and self.ctx.icmp_privileged is None:
-            try:
-                self.ctx.icmp_privileged = detect_mode()
-            except RuntimeError as exc:
-                log.error("%s", exc)
-        self.monitor.set_target(target)
-        self.scheduler.set(target)
-
-    # ------------------------------------------------------------------ alerts
-
-    def acknowledge(self, alert_id: int | None, by: str) -> list[dict[str, Any]]:
-        """The one acknowledge path: API, button and MQTT all come here."""
-        return self.monitor.acknowledge(alert_id, by)
-
     # ------------------------------------------------------------------ health
 
-    def health(self) -> HealthOut:
+    def problems(self) -> tuple[str, ...]:
+        """What keeps the appliance from doing its whole job, in the user's words."""
+        out = []
+        if self.outputs.problem:
+            out.append(f"GPIO outputs: {self.outputs.problem}")
+        if self.store.last_error is not None:
+            out.append(f"database: {self.store.last_error}")
+        return tuple(out)
+
+    def health(self) -> Health:
         last = self.monitor.last_result_ms
         now = self.clock_ms()
-        db = "ok" if self.store.last_error is None else f"error: {self.store.last_error}"
-        stale = self.monitor.stale
-        return HealthOut(
-            ok=db == "ok" and not stale,
-            db=db,
+        verdict = self.liveness.verdict
+        db_error = self.store.last_error
+        return Health(
+            ok=db_error is None and not verdict.stale,
+            db_error=db_error,
             enabled_targets=sum(t.enabled for t in self.targets.values()),
-            last_result_ts=from_ms(last) if last is not None else None,
+            last_result_ms=last,
             seconds_since_last_result=round((now - last) / 1000, 3) if last is not None else None,
-            stale=stale,
-            version=__version__,
+            stale=verdict.stale,
+            healthy=verdict.healthy,
+            reason=verdict.reason,
+            problems=self.problems(),
             uptime_seconds=round(time.monotonic() - self.started_at, 1),
             disk_bytes_written=self.write_meter.sample(),
             disk_bytes_per_day=self.write_meter.per_day(),

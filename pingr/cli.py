@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pingr import __version__
 from pingr.config import Config, ConfigError, load_config, parse_config
-from pingr.paths import database_path
 from pingr.netinfo import default_gateways, dns_servers
+from pingr.paths import database_path
 
 
 def _setup_logging(level: str) -> None:
@@ -48,8 +48,12 @@ def skip_unused_imports() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     skip_unused_imports()
+    # Imported here, not at the top: `pingr check-config`, `init` and `--version` must not
+    # pay for FastAPI, SQLAlchemy and the parts (seconds and tens of MB on a Pi Zero).
     from pingr.app import App
+    from pingr.instance import AlreadyRunning
     from pingr.probes.icmp import IcmpUnavailable
+    from pingr.server import Server
 
     config = _load(args.config)
     _setup_logging(config.log_level)
@@ -58,10 +62,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             "no config file given: built-in defaults (loopback targets only); "
             "`pingr init pingr.yaml` writes a starter config")
     try:
-        asyncio.run(App(config).serve())
+        asyncio.run(Server(App(config)).run())
     except IcmpUnavailable as exc:
         print(f"pingr: {exc}", file=sys.stderr)
         return 2
+    except AlreadyRunning as exc:
+        print(f"pingr: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"pingr: {exc}", file=sys.stderr)
         return 1
@@ -151,7 +158,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from sqlmodel import select
 
-    from pingr.api.auth import create_key
+    from pingr.keys import create_key
     from pingr.storage.tables import ApiKeyRow
     from pingr.store import Store
     from pingr.timeutil import from_ms, rfc3339

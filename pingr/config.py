@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from pingr.configbase import Strict, TargetBase, located
 from pingr.mqtt.config import MqttConfig
-from pingr.outputs.config import HardwareConfig
+from pingr.outputs.config import OUTPUT_KINDS, HardwareConfig
 from pingr.probes.http import HttpTarget
 from pingr.probes.icmp import IcmpTarget
 from pingr.probes.registry import KINDS, TargetSpec
@@ -28,6 +28,9 @@ from pingr.settings import (
     SchedulerConfig,
     StorageConfig,
 )
+
+#: Discriminator tags pydantic puts into error locations; they are not YAML keys.
+_TAGS = frozenset(KINDS) | frozenset(OUTPUT_KINDS)
 
 DEFAULT_PORT = 9009
 DEFAULT_HOST = "0.0.0.0"
@@ -158,7 +161,7 @@ def _node_at(node: yaml.Node | None, loc: Iterable[Any]) -> yaml.Node | None:
                 if key is not None:
                     return key
                 # A discriminator tag (e.g. 'http') is not a YAML key: skip it.
-                if isinstance(part, str) and part in KINDS:
+                if isinstance(part, str) and part in _TAGS:
                     continue
                 return found
             found = nxt
@@ -167,7 +170,7 @@ def _node_at(node: yaml.Node | None, loc: Iterable[Any]) -> yaml.Node | None:
                 return found
             found = found.value[part]
         else:
-            if isinstance(part, str) and part in KINDS:
+            if isinstance(part, str) and part in _TAGS:
                 continue
             return found
     return found
@@ -178,7 +181,7 @@ def _loc_path(loc: Iterable[Any]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in KINDS or str(part).startswith("function-"):
+        elif part in _TAGS or str(part).startswith("function-"):
             continue
         else:
             out += f".{part}" if out else str(part)
@@ -201,7 +204,9 @@ def format_validation_error(exc: ValidationError, source: str, root: yaml.Node |
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
         elif err["type"] == "union_tag_invalid":
-            msg = f"unknown target type: use one of {', '.join(KINDS)}"
+            what, kinds = (("output", OUTPUT_KINDS) if loc[:2] == ["hardware", "outputs"]
+                           else ("target", KINDS))
+            msg = f"unknown {what} type: use one of {', '.join(kinds)}"
         lines.append((line, col, f"{where}: {_loc_path(loc)}: {msg}"))
     return [text for _, _, text in sorted(lines, key=lambda x: (x[0], x[1]))]
 

@@ -1,4 +1,4 @@
-"""Server-Sent Events broker: every monitor event to bounded per-client queues."""
+"""Server-Sent Events broker: every change and result to bounded per-client queues."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
-from pingr.models import Result, Target
-from pingr.monitor import Event
+from pingr.models import Alert, Result, Target
+from pingr.monitor import Change, Event
+from pingr.settings import EventsConfig
 from pingr.timeutil import from_ms, rfc3339
-
-if TYPE_CHECKING:
-    from pingr.app import App
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,11 @@ def iso(ms: int | None) -> str | None:
     return rfc3339(from_ms(ms)) if ms is not None else None
 
 
-def alert_json(alert: dict[str, Any] | None) -> dict[str, Any] | None:
-    """An alert dict with API-style timestamps."""
+def alert_json(alert: Alert | None) -> dict[str, Any] | None:
+    """An alert with API-style timestamps."""
     if alert is None:
         return None
-    out = dict(alert)
+    out = asdict(alert)
     for key in ("opened_at", "resolved_at", "acknowledged_at"):
         out[key] = iso(out.get(key))
     return out
@@ -82,36 +81,29 @@ class Subscriber:
 class EventBroker:
     """Fans events out to SSE clients; a client that falls behind is disconnected, not buffered."""
 
-    name = "events"
-
-    def __init__(self, app: App) -> None:
-        from pingr.api import events as api_events
-
-        self.app = app
-        cfg = app.config.events
-        self.queue_size = cfg.queue_size
-        self.keepalive = cfg.keepalive
-        self.max_clients = cfg.max_clients
-        self.routers = [api_events.router]
+    def __init__(self, config: EventsConfig) -> None:
+        self.queue_size = config.queue_size
+        self.keepalive = config.keepalive
+        self.max_clients = config.max_clients
         self.subscribers: set[Subscriber] = set()
         self._ids = itertools.count(1)
         self.published = 0
 
-    async def start(self) -> None:
-        self.app.monitor.listeners.append(self._on_event)
-        self.app.monitor.result_listeners.append(self._on_result)
-
-    async def stop(self) -> None:
-        _remove(self.app.monitor.listeners, self._on_event)
-        _remove(self.app.monitor.result_listeners, self._on_result)
+    def close(self) -> None:
+        """End every stream (shutdown)."""
         for sub in list(self.subscribers):
             self._close(sub)
 
-    def _on_event(self, event: Event) -> None:
+    def on_change(self, change: Change) -> None:
+        """Every event of a change, in order."""
+        for event in change.events:
+            self.on_event(event)
+
+    def on_event(self, event: Event) -> None:
         if self.subscribers:
             self.publish(event.type, event_payload(event))
 
-    def _on_result(self, target: Target, result: Result) -> None:
+    def on_result(self, target: Target, result: Result) -> None:
         if self.subscribers:
             self.publish("target.check_result", result_payload(target, result))
 
@@ -175,18 +167,3 @@ class EventBroker:
                 yield message
         finally:
             self.unsubscribe(sub)
-
-
-def _remove(items: list[Any], item: Any) -> None:
-    if item in items:
-        items.remove(item)
-
-
-def find(app: App, name: str) -> Any:
-    """The started component called `name`, or None (the parts look each other up by name)."""
-    return next((c for c in app.components if getattr(c, "name", None) == name), None)
-
-
-def component(app: App) -> EventBroker:
-    """Factory for pingr.components."""
-    return EventBroker(app)

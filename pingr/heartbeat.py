@@ -1,4 +1,4 @@
-"""Heartbeat (push) targets: check-ins at /ping/{token} and the deadline check as a probe."""
+"""Heartbeat (push) targets: check-in times, the public ping handler, the deadline check."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import asyncio
 import hmac
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import delete, select
 
 from pingr.models import Result, Target
 from pingr.monitor import Event
+from pingr.ratelimit import TokenBucket
+from pingr.settings import PushConfig
 from pingr.storage.tables import HeartbeatRow
+from pingr.store import Store
 from pingr.timeutil import format_duration
-
-if TYPE_CHECKING:
-    from pingr.app import App
-    from pingr.probes.context import ProbeContext
 
 log = logging.getLogger(__name__)
 
@@ -33,62 +34,57 @@ class HeartbeatError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-async def run(target: Target, ctx: ProbeContext) -> Result:
-    """The heartbeat "probe": a failure once period + grace passed without a ping.
+@dataclass(frozen=True)
+class Checkin:
+    """One accepted ping: the API's answer, the event to tell, the result to account (none
+    for a start, which only marks the job as running)."""
 
-    Heartbeats are checked by the scheduler like any other target (so a missed deadline is a
-    failed probe that feeds the same alert engine, and results keep the monitor fresh); the
-    check reads in-memory check-in times and does no I/O.
-    """
-    book: Heartbeats | None = getattr(ctx, "heartbeats", None)
-    if book is None:
-        return Result(target.id, ctx.clock_ms(), False, error="heartbeat tracking is not running")
-    return book.check(target)
+    answer: dict[str, Any]
+    event: Event
+    result: Result | None
 
 
 class Heartbeats:
-    """Check-in state of every heartbeat target, the public ping handler and its rate limits."""
+    """Check-in state of every heartbeat target, the public ping handler and its rate limits.
 
-    name = "heartbeats"
+    The scheduler's heartbeat probe reads `check` (this is the ProbeContext's `checkins`).
+    `targets` lists the current targets; `publish` tells an event (heartbeat.missed) that
+    no result carries.
+    """
 
-    def __init__(self, app: App) -> None:
-        from pingr.api import push
-        from pingr.api.ratelimit import TokenBucket
-
-        self.app = app
-        cfg = app.config.push
-        self.max_body = cfg.max_body
-        self.per_token = TokenBucket(cfg.per_token_per_minute, 60.0)
-        self.per_ip = TokenBucket(cfg.per_ip_per_minute, 60.0)
-        self.routers = [push.router]
-        #: Mounted at the server root: /ping/{token}… (no API key; the token is the credential).
-        self.root_routers = [push.ping_router]
+    def __init__(self, config: PushConfig, store: Store, clock_ms: Callable[[], int],
+                 targets: Callable[[], Iterable[Target]],
+                 publish: Callable[[Event], None]) -> None:
+        self.store = store
+        self.clock_ms = clock_ms
+        self.targets = targets
+        self.publish = publish
+        self.max_body = config.max_body
+        self.per_token = TokenBucket(config.per_token_per_minute, 60.0)
+        self.per_ip = TokenBucket(config.per_ip_per_minute, 60.0)
         self.rows: dict[str, dict[str, Any]] = {}
         self.missed: set[str] = set()
         self._writes: set[asyncio.Task[Any]] = set()
-        # The probe reaches the check-in state through the shared probe context.
-        app.ctx.heartbeats = self  # type: ignore[attr-defined]
 
     async def start(self) -> None:
-        with self.app.store.session() as s:
+        with self.store.session() as s:
             self.rows = {r.target_id: r.model_dump() for r in s.exec(select(HeartbeatRow)).all()}
-        for target in self.app.targets.values():
-            if target.spec.type == "heartbeat":
-                self._row(target)
-        self.app.monitor.listeners.append(self._on_event)
+        for target in self._heartbeat_targets():
+            self._row(target)
 
     async def stop(self) -> None:
-        if self._on_event in self.app.monitor.listeners:
-            self.app.monitor.listeners.remove(self._on_event)
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
-    def _on_event(self, event: Event) -> None:
-        if event.type == "target.deleted" and event.target is not None:
-            if self.rows.pop(event.target.id, None) is not None:
-                tid = event.target.id
-                self._persist(lambda s: s.exec(delete(HeartbeatRow).where(
-                    HeartbeatRow.target_id == tid)))
+    def forget(self, target_id: str) -> None:
+        """A deleted target: its check-in row goes too."""
+        self.missed.discard(target_id)
+        if self.rows.pop(target_id, None) is not None:
+            self._persist(lambda s: s.exec(delete(HeartbeatRow).where(
+                HeartbeatRow.target_id == target_id)))
+
+    def _heartbeat_targets(self) -> list[Target]:
+        return [t for t in self.targets() if t.spec.type == "heartbeat"]
 
     # ------------------------------------------------------------------ state
 
@@ -97,7 +93,7 @@ class Heartbeats:
         row = self.rows.get(target.id)
         if row is None:
             row = HeartbeatRow(target_id=target.id, token=secrets.token_urlsafe(24),
-                               created_at=self.app.clock_ms()).model_dump()
+                               created_at=self.clock_ms()).model_dump()
             self.rows[target.id] = row
             self._save(row)
         return row
@@ -108,15 +104,14 @@ class Heartbeats:
 
     def _find(self, token: str) -> Target | None:
         found = None
-        for target in self.app.targets.values():
-            if target.spec.type == "heartbeat":
-                # Compare every candidate in constant time; no early exit on a match.
-                if hmac.compare_digest(self.token_of(target).encode(), token.encode()):
-                    found = target
+        for target in self._heartbeat_targets():
+            # Compare every candidate in constant time; no early exit on a match.
+            if hmac.compare_digest(self.token_of(target).encode(), token.encode()):
+                found = target
         return found
 
     def _persist(self, fn: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self.app.store.write(fn))
+        task = asyncio.get_running_loop().create_task(self.store.write(fn))
         self._writes.add(task)
         task.add_done_callback(self._written)
 
@@ -143,7 +138,7 @@ class Heartbeats:
     def check(self, target: Target) -> Result:
         spec = target.spec
         row = self._row(target)
-        now = self.app.clock_ms()
+        now = self.clock_ms()
         base = row["last_ping_at"] if row["last_ping_at"] is not None else row["created_at"]
         late_ms = now - base - round((spec.period + spec.grace) * 1000)
         if late_ms > 0:
@@ -156,7 +151,7 @@ class Heartbeats:
             if target.id not in self.missed:
                 self.missed.add(target.id)
                 log.info("heartbeat %s missed its deadline", target.name)
-                self.app.monitor.emit(Event("heartbeat.missed", now, target, data={
+                self.publish(Event("heartbeat.missed", now, target, data={
                     "last_ping_at": row["last_ping_at"], "late_ms": late_ms}))
             return Result(target.id, now, False, error=error)
         if row["last_success"] is False:
@@ -178,8 +173,8 @@ class Heartbeats:
 
     def ping(self, token: str, kind: str, *, ip: str, success: bool = True,
              message: str | None = None, latency_ms: int | None = None,
-             exit_code: int | None = None) -> dict[str, Any]:
-        """Record one check-in and feed it to the monitor as a result.
+             exit_code: int | None = None) -> Checkin:
+        """Record one check-in (the App feeds its result to the monitor).
 
         `kind` is success, fail, start, exit or push. A start only marks the job as running;
         the next success measures its duration.
@@ -189,15 +184,15 @@ class Heartbeats:
         if target is None:
             raise HeartbeatError(404, "unknown heartbeat token")
         row = self._row(target)
-        now = self.app.clock_ms()
+        now = self.clock_ms()
         if message:
             message = message[:MESSAGE_CHARS]
         data: dict[str, Any] = {"kind": kind}
         if kind == "start":
             row["last_start_at"] = now
             self._save(row)
-            self.app.monitor.emit(Event("heartbeat.pinged", now, target, data=data))
-            return {"ok": True, "target": target.name, "kind": kind}
+            return Checkin({"ok": True, "target": target.name, "kind": kind},
+                           Event("heartbeat.pinged", now, target, data=data), None)
         if latency_ms is None and row["last_start_at"] is not None and success:
             latency_ms = now - row["last_start_at"]
         if exit_code is not None:
@@ -213,12 +208,6 @@ class Heartbeats:
             self.missed.discard(target.id)
             log.info("heartbeat %s pinged again", target.name)
         data.update(success=success, duration_ms=latency_ms, message=message)
-        self.app.monitor.emit(Event("heartbeat.pinged", now, target, data=data))
-        self.app.monitor.process(Result(target.id, now, success, latency_ms=latency_ms,
-                                        error=error))
-        return {"ok": True, "target": target.name, "kind": kind, "success": success}
-
-
-def component(app: App) -> Heartbeats:
-    """Factory for pingr.components."""
-    return Heartbeats(app)
+        return Checkin({"ok": True, "target": target.name, "kind": kind, "success": success},
+                       Event("heartbeat.pinged", now, target, data=data),
+                       Result(target.id, now, success, latency_ms=latency_ms, error=error))

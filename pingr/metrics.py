@@ -7,26 +7,14 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import Field
-
-from pingr.configbase import Strict
-
-if TYPE_CHECKING:
-    from pingr.app import App
-    from pingr.models import Result, Target
+from pingr.models import Result, Target
+from pingr.monitor import Monitor
+from pingr.settings import MetricsConfig
+from pingr.store import Store
 
 log = logging.getLogger(__name__)
-
-
-class MetricsConfig(Strict):
-    """The `metrics:` section: GET /metrics in the Prometheus text format."""
-
-    enabled: bool = True
-    public: bool = Field(
-        False, description="serve /metrics without an API key (only on a trusted network)"
-    )
 
 
 class PingrCollector:
@@ -37,8 +25,9 @@ class PingrCollector:
     keyed by probe type: a closed set (icmp, http, tcp, …).
     """
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, monitor: Monitor, store: Store) -> None:
+        self.monitor = monitor
+        self.store = store
         self.probes: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
@@ -53,7 +42,7 @@ class PingrCollector:
         """Yield the metric families (prometheus_client's custom-collector protocol)."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        monitor = self.app.monitor
+        monitor = self.monitor
         up = GaugeMetricFamily("pingr_target_up",
                                "1 when the target's last probe succeeded, 0 when it failed",
                                labels=["target", "type"])
@@ -69,7 +58,7 @@ class PingrCollector:
                                       "Consecutive failures that make the target down",
                                       labels=["target"])
         open_alerts = 0
-        for ts in monitor.states.values():
+        for ts in monitor.states():
             name, kind = ts.target.name, ts.target.spec.type
             state.add_metric([name, ts.status], 1)
             failures.add_metric([name], ts.failures)
@@ -106,7 +95,7 @@ class PingrCollector:
         yield probes
         yield errors
 
-        store = self.app.store
+        store = self.store
         yield CounterMetricFamily("pingr_storage_rows_written",
                                   "Result rows written to SQLite", value=store.rows_written)
         bytes_written = getattr(store, "bytes_written", None)
@@ -178,22 +167,18 @@ def _db_bytes(path: Any) -> int:
 
 
 class Metrics:
-    """The metrics component: its own registry (never the global one) and the /metrics route."""
+    """The metrics part: its own registry (never the global one), built on the first scrape."""
 
-    name = "metrics"
-
-    def __init__(self, app: App, config: MetricsConfig) -> None:
-        from pingr.api.metrics import metrics_router
-
-        self.app = app
+    def __init__(self, config: MetricsConfig, monitor: Monitor, store: Store) -> None:
         self.config = config
-        self.collector = PingrCollector(app)
+        self.collector = PingrCollector(monitor, store)
         #: Built on the first scrape: prometheus_client costs several MB of RAM, which a Pi
         #: Zero that nobody scrapes should not pay.
         self._registry: Any = None
-        self.routers: list[Any] = []
-        #: Mounted at the root path: /metrics is where every scraper looks.
-        self.root_routers = [metrics_router(config.public)]
+
+    def count(self, target: Target, result: Result) -> None:
+        """Count one probe result (memory only)."""
+        self.collector.on_result(target, result)
 
     @property
     def registry(self) -> Any:
@@ -212,23 +197,8 @@ class Metrics:
             self._registry = registry
         return self._registry
 
-    async def start(self) -> None:
-        self.app.monitor.result_listeners.append(self.collector.on_result)
-
-    async def stop(self) -> None:
-        listeners = self.app.monitor.result_listeners
-        if self.collector.on_result in listeners:
-            listeners.remove(self.collector.on_result)
-
     def render(self) -> bytes:
         """The current metrics in the Prometheus text format."""
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
-
-
-def metrics_component(app: App) -> Metrics | None:
-    """Factory for pingr.components: on unless `metrics.enabled: false`."""
-    config: MetricsConfig | None = getattr(app.config, "metrics", None)
-    config = config or MetricsConfig()
-    return Metrics(app, config) if config.enabled else None

@@ -1,17 +1,18 @@
-"""Per-target state machine: thresholds, dependencies, alerts, acknowledgements, staleness."""
+"""Per-target state machine: thresholds, dependencies, alerts, acknowledgements (no I/O).
+
+Every method that moves the state returns a `Change`: the events to tell (in order), the alert
+records to persist, and whether the situation everybody looks at changed. The App persists and
+fans the change out; the monitor never calls anybody (see pingr/app.py `on_result`).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from pingr.models import AlertRow, Result, Target
-from pingr.store import Store
-from pingr.timeutil import from_ms, now_ms
+from pingr.models import Alert, Result, ResultRow, Target
+from pingr.timeutil import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,11 @@ class TargetState:
     successes: int = 0
     last: Result | None = None
     changed_ms: int = 0
-    alert: dict[str, Any] | None = None
+    alert: Alert | None = None
 
     @property
     def acknowledged(self) -> bool:
-        return bool(self.alert and self.alert.get("acknowledged_at"))
+        return self.alert is not None and self.alert.acknowledged
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class Event:
     target: Target | None = None
     old: str | None = None
     new: str | None = None
-    alert: dict[str, Any] | None = None
+    alert: Alert | None = None
     result: Result | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,49 +73,109 @@ class Snapshot:
     statuses: dict[str, str]
     tags: dict[str, tuple[str, ...]]
     silenced: tuple[str, ...] = ()  # down but muted by a silence: not failing, no sound
+    #: The appliance itself works: probes finish on time (pingr.liveness); drives the dead-man
+    #: output and the systemd watchdog.
+    healthy: bool = True
 
 
-Listener = Callable[[Event], None]
+@dataclass(frozen=True)
+class Change:
+    """What one step of the state machine changed."""
+
+    #: Events to tell, in the order they happened.
+    events: tuple[Event, ...] = ()
+    #: Alert records to persist (copies): opened, updated, acknowledged, resolved.
+    alerts: tuple[Alert, ...] = ()
+    #: The situation changed (statuses, acknowledgements, amber, staleness, silences): outputs,
+    #: MQTT and pollers must look again. False when only counters moved.
+    situation: bool = False
+    #: Targets were added, removed, renamed or re-specified (MQTT rediscovers).
+    targets: bool = False
+    #: Worth a database commit now: an alert opened, was acknowledged or resolved (a grown
+    #: failure count of an open alert rides the next batched commit).
+    urgent: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.alerts or self.situation or self.targets)
+
+
+class _Step:
+    """Collects what one public call changes, then turns it into a Change."""
+
+    __slots__ = ("events", "alerts", "situation", "targets", "urgent")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.alerts: list[Alert] = []
+        self.situation = False
+        self.targets = False
+        self.urgent = False
+
+    def flip(self, alert: Alert) -> None:
+        """An alert opened, was acknowledged or resolved: persist it at once."""
+        self.alerts.append(alert)
+        self.urgent = True
+
+    def done(self) -> Change:
+        return Change(tuple(self.events), tuple(self.alerts), self.situation, self.targets,
+                      self.urgent)
 
 
 class Monitor:
     """Turns results into state changes. All methods run on the event loop thread."""
 
-    def __init__(self, store: Store, *, stale_factor: float = 3.0,
-                 clock_ms: Callable[[], int] = now_ms):
-        self.store = store
-        self.stale_factor = stale_factor
+    def __init__(self, *, silenced: Callable[[Target], bool] = lambda target: False,
+                 clock_ms: Callable[[], int] = now_ms) -> None:
+        #: Is this target muted by a silence right now? (pingr.silence.Silences.is_silenced)
+        self.silenced = silenced
         self.clock_ms = clock_ms
-        self.states: dict[str, TargetState] = {}
-        self.by_name: dict[str, str] = {}
-        self.listeners: list[Listener] = []
-        self.result_listeners: list[Callable[[Target, Result], None]] = []
-        #: Set by the silences component: is this target muted right now?
-        self.silenced: Callable[[Target], bool] = lambda target: False
-        self.started_ms = clock_ms()
+        self._states: dict[str, TargetState] = {}
+        self._by_name: dict[str, str] = {}
+        #: Wall time (ms) of the newest result of a probed target: what staleness measures.
         self.last_result_ms: int | None = None
-        self.stale = False
+        self._stale = False
+        self._healthy = True
         self._version = 0
-        self._changed_ms = self.started_ms
+        self._changed_ms = clock_ms()
         self._snapshot: Snapshot | None = None
-        self._status_body: tuple[int, bytes, str] | None = None
         self._next_alert_id = 1
-        self._unclaimed: dict[str, dict[str, Any]] = {}
+        self._unclaimed: dict[str, Alert] = {}
+
+    # ------------------------------------------------------------------ reading
+
+    def state_of(self, target_id: str) -> TargetState | None:
+        return self._states.get(target_id)
+
+    def states(self) -> Iterator[TargetState]:
+        """Every target's state (read only: change targets through the methods below)."""
+        return iter(list(self._states.values()))
+
+    def target_named(self, name: str) -> Target | None:
+        state = self._states.get(self._by_name.get(name, ""))
+        return state.target if state else None
+
+    @property
+    def stale(self) -> bool:
+        return self._stale
 
     # ------------------------------------------------------------------ setup
 
-    def load(self, targets: list[Target]) -> None:
-        """Restore open alerts and consecutive counters from the database (no double alerts)."""
-        self._next_alert_id = self.store.max_alert_id() + 1
-        open_alerts = {a.target_id: a for a in self.store.open_alerts()}
-        newest = self.store.newest_result_ts()
-        recents = self.store.recent_by_target([t.pk for t in targets if t.enabled])
+    def restore(self, targets: Iterable[Target], open_alerts: Iterable[Alert],
+                recents: dict[int, list[ResultRow]], next_alert_id: int,
+                newest_result_ms: int | None) -> Change:
+        """Restore open alerts and consecutive counters from storage (no double alerts).
+
+        `recents` holds each target's newest results up to the first change of state.
+        """
+        step = _Step()
+        self._next_alert_id = next_alert_id
+        by_target = {a.target_id: a for a in open_alerts}
         for target in targets:
             state = self._add(target)
-            alert = open_alerts.pop(target.id, None)
+            alert = by_target.pop(target.id, None)
             if not target.enabled:
                 if alert is not None:
-                    self._resolve(alert.model_dump(), self.clock_ms())
+                    self._resolve(step, alert, self.clock_ms())
                 continue
             recent = recents.get(target.pk, [])
             for row in recent:
@@ -133,38 +194,45 @@ class Monitor:
                 # keep their count (amber), as they were before the restart.
                 state.status = UP if any(row.success for row in recent) else PENDING
             if alert is not None:
-                state.alert = alert.model_dump()
+                state.alert = alert
                 state.status = DOWN
                 state.changed_ms = alert.opened_at
             elif state.failures >= target.spec.failure_threshold:
                 # Was unreachable (behind a parent) or never alerted: count again from here.
                 state.status = UNREACHABLE if self._parent_down(state) else PENDING
-        # Alerts of targets not loaded yet: components (collectors) register their synthetic
-        # targets after this and adopt them; resolve_orphans() closes what nobody claimed.
-        self._unclaimed = {tid: a.model_dump() for tid, a in open_alerts.items()}
-        if newest is not None:
-            self.last_result_ms = newest
+        # Alerts of targets not known yet: collectors add their targets after this and adopt
+        # them; resolve_orphans() closes what nobody claimed.
+        self._unclaimed = by_target
+        if newest_result_ms is not None:
+            self.last_result_ms = newest_result_ms
+        step.situation = step.targets = True
         self._touch()
+        return step.done()
 
-    def resolve_orphans(self) -> None:
+    def resolve_orphans(self) -> Change:
         """Resolve open alerts whose target no longer exists (deleted while we were stopped)."""
+        step = _Step()
         for alert in self._unclaimed.values():
-            self._resolve(alert, self.clock_ms())
+            self._resolve(step, alert, self.clock_ms())
         self._unclaimed.clear()
+        return step.done()
 
     def _add(self, target: Target) -> TargetState:
         state = TargetState(target, changed_ms=self.clock_ms())
         if not target.enabled:
             state.status = PAUSED
-        self.states[target.id] = state
-        self.by_name[target.name] = target.id
+        self._states[target.id] = state
+        self._by_name[target.name] = target.id
         return state
 
-    def set_target(self, target: Target) -> None:
-        """Add or replace a target (API change or config reload); counters restart on change."""
-        old = self.states.get(target.id)
+    def set_target(self, target: Target) -> Change:
+        """Add or replace a target (API change, config reload, a collector's new finding);
+        counters restart on change, an open alert is kept."""
+        step = _Step()
+        step.targets = step.situation = True
+        old = self._states.get(target.id)
         if old is not None:
-            self.by_name.pop(old.target.name, None)
+            self._by_name.pop(old.target.name, None)
         state = self._add(target)
         adopted = self._unclaimed.pop(target.id, None)
         if adopted is not None and old is None and target.enabled:
@@ -174,36 +242,39 @@ class Monitor:
                 state.alert, state.status = old.alert, old.status
                 state.failures, state.last = old.failures, old.last
             else:
-                self._resolve(old.alert, self.clock_ms())
+                self._resolve(step, old.alert, self.clock_ms())
         if not target.enabled and old is not None and old.status != PAUSED:
-            self._emit(Event("target.paused", self.clock_ms(), target, old.status, PAUSED))
+            step.events.append(Event("target.paused", self.clock_ms(), target, old.status, PAUSED))
         self._touch()
+        return step.done()
 
-    def remove(self, target_id: str) -> None:
-        state = self.states.pop(target_id, None)
+    def remove(self, target_id: str) -> Change:
+        step = _Step()
+        state = self._states.pop(target_id, None)
         if state is None:
-            return
-        self.by_name.pop(state.target.name, None)
+            return step.done()
+        self._by_name.pop(state.target.name, None)
         if state.alert is not None:
-            self._resolve(state.alert, self.clock_ms())
-        self._emit(Event("target.deleted", self.clock_ms(), state.target, state.status, None))
+            self._resolve(step, state.alert, self.clock_ms())
+        step.events.append(Event("target.deleted", self.clock_ms(), state.target, state.status,
+                                 None))
+        step.targets = step.situation = True
         self._touch()
+        return step.done()
 
     # ------------------------------------------------------------------ results
 
-    def process(self, result: Result) -> None:
-        """Account one probe result: buffer it for storage and move the state machine."""
-        state = self.states.get(result.target_id)
+    def process(self, result: Result) -> Change | None:
+        """Move the state machine by one probe result; None for an unknown or paused target."""
+        state = self._states.get(result.target_id)
         if state is None or not state.target.enabled:
-            return
+            return None
+        step = _Step()
         target = state.target
-        if target.pk > 0:
-            self.store.add_result(result, target.pk)
-            # Staleness means "probes stopped arriving": synthetic targets (collectors, pk 0)
-            # keep no raw history and must not hide a stalled scheduler either.
+        if target.probed:
+            # Staleness means "probes stopped arriving": a collector's findings (system, Pi,
+            # containers) must not hide a stalled scheduler.
             self.last_result_ms = result.ts
-            if self.stale:
-                self.check_stale()  # fresh again with this result, not at the next check
         state.last = result
         old = state.status
         spec = target.spec
@@ -213,72 +284,70 @@ class Monitor:
             state.failures = 0
             if old == PENDING or (old in (DOWN, UNREACHABLE)
                                   and state.successes >= spec.recovery_threshold):
-                self._change(state, UP, result)
+                self._change(step, state, UP, result)
             elif was_failing and old == UP:
-                self._touch()  # amber -> green
+                step.situation = True  # amber -> green
+                self._touch()
         else:
             state.failures += 1
             state.successes = 0
             if state.failures >= spec.failure_threshold and old not in (DOWN, UNREACHABLE):
-                self._change(state, UNREACHABLE if self._parent_down(state) else DOWN, result)
+                self._change(step, state, UNREACHABLE if self._parent_down(state) else DOWN,
+                             result)
             elif old == UNREACHABLE and not self._parent_down(state):
-                self._change(state, DOWN, result)
+                self._change(step, state, DOWN, result)
             else:
-                if state.alert is not None and state.failures > state.alert["peak_failures"]:
-                    state.alert["peak_failures"] = state.failures
-                    state.alert["last_error"] = result.error
-                    self.store.put_alert(state.alert)
-                self._touch()
-        for listener in self.result_listeners:
-            listener(target, result)
+                if state.failures == 1 and old == UP:
+                    step.situation = True  # green -> amber
+                alert = state.alert
+                if alert is not None and state.failures > alert.peak_failures:
+                    alert.peak_failures = state.failures
+                    alert.last_error = result.error
+                    step.alerts.append(alert.copy())
+                self._touch()  # the failure count is part of what pollers read
+        return step.done()
 
     def _parent_down(self, state: TargetState) -> bool:
         parent_name = state.target.spec.depends_on
         if not parent_name:
             return False
-        parent = self.states.get(self.by_name.get(parent_name, ""))
+        parent = self._states.get(self._by_name.get(parent_name, ""))
         return parent is not None and parent.status in (DOWN, UNREACHABLE)
 
-    def _change(self, state: TargetState, new: str, result: Result | None) -> None:
+    def _change(self, step: _Step, state: TargetState, new: str, result: Result | None) -> None:
         old, ts = state.status, self.clock_ms()
         state.status, state.changed_ms = new, ts
         target = state.target
         alert = None
         if new == DOWN and state.alert is None:
-            alert = state.alert = {
-                "id": self._next_alert_id,
-                "target_id": target.id,
-                "target_name": target.name,
-                "opened_at": ts,
-                "resolved_at": None,
-                "acknowledged_at": None,
-                "acknowledged_by": None,
-                "peak_failures": state.failures,
-                "last_error": result.error if result else None,
-            }
+            alert = state.alert = Alert(
+                id=self._next_alert_id, target_id=target.id, target_name=target.name,
+                opened_at=ts, peak_failures=state.failures,
+                last_error=result.error if result else None)
             self._next_alert_id += 1
-            self.store.put_alert(alert)
+            step.flip(alert.copy())
             log.warning("%s is DOWN after %d failures: %s", target.name, state.failures,
                         result.error if result else "")
         elif new == UP and state.alert is not None:
-            alert = self._resolve(state.alert, ts)
+            alert = self._resolve(step, state.alert, ts)
             state.alert = None
             log.info("%s is UP again", target.name)
         elif new == UNREACHABLE:
             if state.alert is not None:  # it went down first: its parent explains it now
-                alert = self._resolve(state.alert, ts)
+                alert = self._resolve(step, state.alert, ts)
                 state.alert = None
             log.info("%s is unreachable (its parent %s is down)", target.name,
                      target.spec.depends_on)
-        if old == PENDING and new == UP:
-            self._touch()
-            return
+        step.situation = True
         self._touch()
-        self._emit(Event(f"target.{new}", ts, target, old, new, alert, result))
+        if old == PENDING and new == UP:
+            return  # a first success is no news
+        step.events.append(Event(f"target.{new}", ts, target, old, new,
+                                 alert.copy() if alert else None, result))
         if new in (DOWN, UNREACHABLE):
-            self._children_unreachable(state)
+            self._children_unreachable(step, state)
 
-    def _children_unreachable(self, parent: TargetState) -> None:
+    def _children_unreachable(self, step: _Step, parent: TargetState) -> None:
         """Children already down when their parent goes down become unreachable.
 
         Parent and children are probed independently: in one round a child may reach its
@@ -287,77 +356,70 @@ class Monitor:
         Grandchildren follow through the child's own change.
         """
         name = parent.target.name
-        for child in list(self.states.values()):
+        for child in list(self._states.values()):
             if (child.target.spec.depends_on == name and child.target.enabled
                     and child.status == DOWN):
-                self._change(child, UNREACHABLE, child.last)
+                self._change(step, child, UNREACHABLE, child.last)
 
-    def _resolve(self, alert: dict[str, Any], ts: int) -> dict[str, Any]:
-        alert = dict(alert)
-        alert["resolved_at"] = ts
-        self.store.put_alert(alert)
-        return alert
+    def _resolve(self, step: _Step, alert: Alert, ts: int) -> Alert:
+        resolved = alert.copy(resolved_at=ts)
+        step.flip(resolved)
+        return resolved
 
     # ------------------------------------------------------------------ acknowledgements
 
-    def acknowledge(self, alert_id: int | None, by: str) -> list[dict[str, Any]]:
+    def acknowledge(self, alert_id: int | None, by: str) -> tuple[list[Alert], Change]:
         """Acknowledge one open alert (or every open one when alert_id is None).
 
-        Returns the alerts that are now acknowledged. Raises KeyError for an unknown id and
-        ValueError for an alert that is already resolved.
+        Returns the alerts now acknowledged and the change. Raises KeyError when no open alert
+        has that id (the caller tells "unknown" from "already resolved").
         """
+        step = _Step()
         ts = self.clock_ms()
         if alert_id is not None:
-            state = next((s for s in self.states.values()
-                          if s.alert and s.alert["id"] == alert_id), None)
+            state = next((s for s in self._states.values()
+                          if s.alert is not None and s.alert.id == alert_id), None)
             if state is None:
-                row = self.store.alert(alert_id)
-                if row is None:
-                    raise KeyError(alert_id)
-                raise ValueError(f"alert {alert_id} is already resolved")
+                raise KeyError(alert_id)
             states = [state]
         else:
-            states = [s for s in self.states.values() if s.alert is not None]
+            states = [s for s in self._states.values() if s.alert is not None]
         done = []
         for state in states:
-            assert state.alert is not None
-            if not state.alert["acknowledged_at"]:
-                state.alert["acknowledged_at"] = ts
-                state.alert["acknowledged_by"] = by
-                self.store.put_alert(state.alert)
-                log.info("alert %d (%s) acknowledged by %s", state.alert["id"],
-                         state.target.name, by)
-                self._touch()
-                self._emit(Event("alert.acknowledged", ts, state.target, state.status, state.status,
-                                 dict(state.alert)))
-            done.append(dict(state.alert))
-        return done
-
-    # ------------------------------------------------------------------ staleness
-
-    def probing_started(self) -> None:
-        """Staleness counts from now: no result is overdue before the scheduler runs (a slow
-        start-up, building the API and starting components on a Pi Zero or under emulation,
-        is not a frozen monitor and must not raise the alarm)."""
-        self.started_ms = self.clock_ms()
-
-    def check_stale(self) -> bool:
-        """Stale when no result arrived for stale_factor × the shortest enabled interval."""
-        intervals = [s.target.spec.interval_seconds for s in self.states.values()
-                     if s.target.enabled and s.target.pk > 0]
-        stale = False
-        if intervals:
-            since = self.last_result_ms if self.last_result_ms is not None else self.started_ms
-            since = max(since, self.started_ms)
-            stale = self.clock_ms() - since > self.stale_factor * min(intervals) * 1000
-        if stale != self.stale:
-            self.stale = stale
-            (log.error if stale else log.info)(
-                "monitor is %s", "STALE: no probe results are arriving" if stale else "fresh again"
-            )
+            alert = state.alert
+            assert alert is not None
+            if not alert.acknowledged:
+                alert.acknowledged_at, alert.acknowledged_by = ts, by
+                step.flip(alert.copy())
+                log.info("alert %d (%s) acknowledged by %s", alert.id, state.target.name, by)
+                step.situation = True
+                step.events.append(Event("alert.acknowledged", ts, state.target, state.status,
+                                         state.status, alert.copy()))
+            done.append(alert.copy())
+        if step.situation:
             self._touch()
-            self._emit(Event("monitor.stale" if stale else "monitor.fresh", self.clock_ms()))
-        return stale
+        return done, step.done()
+
+    # ------------------------------------------------------------------ liveness, silences
+
+    def set_liveness(self, stale: bool, healthy: bool) -> Change | None:
+        """Take the appliance's liveness (pingr.liveness computes it once a second)."""
+        if stale == self._stale and healthy == self._healthy:
+            return None
+        events = []
+        if stale != self._stale:
+            (log.error if stale else log.info)(
+                "monitor is %s", "STALE: no probe results are arriving" if stale else "fresh again")
+            events.append(Event("monitor.stale" if stale else "monitor.fresh", self.clock_ms()))
+        self._stale, self._healthy = stale, healthy
+        self._touch()
+        return Change(tuple(events), situation=True)
+
+    def refresh(self, event: Event | None = None) -> Change:
+        """Something outside the monitor changed what the snapshot shows (a silence began or
+        ended); `event` says what."""
+        self._touch()
+        return Change((event,) if event else (), situation=True)
 
     # ------------------------------------------------------------------ snapshot
 
@@ -366,27 +428,6 @@ class Monitor:
         self._changed_ms = self.clock_ms()
         self._snapshot = None
 
-    def refresh(self) -> None:
-        """Rebuild the snapshot on next read.
-
-        For when something outside the monitor, e.g. a silence, changed.
-        """
-        self._touch()
-
-    def emit(self, event: Event) -> None:
-        """Tell every listener about an event that did not come from a result.
-
-        E.g. heartbeats, silences.
-        """
-        self._emit(event)
-
-    def _emit(self, event: Event) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(event)
-            except Exception:  # a broken output must never stop the monitor
-                log.exception("listener %r failed on %s", listener, event.type)
-
     def snapshot(self) -> Snapshot:
         """The current state, rebuilt only after something changed."""
         if self._snapshot is not None:
@@ -394,7 +435,7 @@ class Monitor:
         failing, degraded, acked, unreachable, silenced = [], [], [], [], []
         statuses: dict[str, str] = {}
         tags: dict[str, tuple[str, ...]] = {}
-        for state in self.states.values():
+        for state in self._states.values():
             target = state.target
             statuses[target.name] = state.status
             tags[target.name] = tuple(target.spec.tags)
@@ -414,7 +455,7 @@ class Monitor:
                 unreachable.append(target.name)
             elif state.failures > 0:
                 degraded.append(target.name)
-        if self.stale:
+        if self._stale:
             # A frozen monitor must never look like "all OK": it is itself a failing target.
             failing.insert(0, FailingTarget("pingr monitor", "stale", 0, 0))
         self._snapshot = Snapshot(
@@ -422,47 +463,13 @@ class Monitor:
             ts=self._changed_ms,
             alert=bool(failing),
             failing=tuple(failing),
-            stale=self.stale,
+            stale=self._stale,
             degraded=tuple(degraded),
             acknowledged=tuple(acked),
             unreachable=tuple(unreachable),
             statuses=statuses,
             tags=tags,
             silenced=tuple(silenced),
+            healthy=self._healthy,
         )
         return self._snapshot
-
-    def alert_status(self) -> tuple[bytes, str]:
-        """The /alert-status body and its ETag, cached until the state changes."""
-        snap = self.snapshot()
-        if self._status_body is not None and self._status_body[0] == snap.version:
-            return self._status_body[1], self._status_body[2]
-        body: dict[str, Any] = {
-            "alert": snap.alert,
-            "failing_targets": [
-                {"name": f.name, "status": f.status, "failures": f.failures,
-                 "threshold": f.threshold}
-                for f in snap.failing
-            ],
-            "failing_count": len(snap.failing),
-            "timestamp": from_ms(snap.ts).isoformat(),
-            "stale": snap.stale,
-        }
-        if snap.acknowledged:
-            body["acknowledged"] = list(snap.acknowledged)
-        if snap.silenced:
-            body["silenced"] = list(snap.silenced)
-        if snap.unreachable:
-            body["unreachable"] = list(snap.unreachable)
-        raw = json.dumps(body, separators=(",", ":")).encode()
-        etag = '"' + hashlib.blake2b(raw, digest_size=8).hexdigest() + '"'
-        self._status_body = (snap.version, raw, etag)
-        return raw, etag
-
-    def state_of(self, target_id: str) -> TargetState | None:
-        return self.states.get(target_id)
-
-
-def alert_dict(row: AlertRow | dict[str, Any]) -> dict[str, Any]:
-    """An alert row as a plain dict."""
-    return row if isinstance(row, dict) else row.model_dump()

@@ -1,4 +1,5 @@
-"""Probe loop: one task per target on its own interval, staggered, bounded, hard timeouts."""
+"""Probe loop: one task per target (and per collector) on its own interval, staggered, bounded
+by one concurrency gate, with hard timeouts."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import asyncio
 import logging
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pingr.models import Result, Target
-from pingr.probes import PROBES, ProbeContext
+from pingr.probes.context import ProbeContext
+from pingr.probes.registry import KINDS
 from pingr.timeutil import now_ms
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class _Gate:
 
 
 class Scheduler:
-    """Runs every enabled target's probe on its interval and hands results to `sink`."""
+    """Runs every enabled probed target's probe on its interval and hands results to `sink`;
+    runs collectors' jobs on theirs, under the same concurrency bound and hard timeouts."""
 
     def __init__(
         self,
@@ -76,6 +79,7 @@ class Scheduler:
         self.clock_ms = clock_ms
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.targets: dict[str, Target] = {}
+        self.jobs: dict[str, asyncio.Task[None]] = {}
         #: loop.time() of the last completed probe round trip; the watchdog reads it.
         self.last_beat: float = 0.0
         self.probes_run = 0
@@ -84,6 +88,8 @@ class Scheduler:
     def set(self, target: Target) -> None:
         """Start, restart or stop a target's loop to match its (new) spec."""
         self.remove(target.id)
+        if not target.probed:
+            return  # a collector's target: its collector's job feeds it
         self.targets[target.id] = target
         if target.enabled:
             self.tasks[target.id] = asyncio.get_running_loop().create_task(
@@ -96,12 +102,77 @@ class Scheduler:
         if task is not None:
             task.cancel()
 
+    def set_job(self, name: str, interval: float, timeout: float,
+                run: Callable[[], Awaitable[None]], first_delay: float = 0.0) -> None:
+        """Run `run()` every `interval` seconds (first after `first_delay`), bounded by the
+        concurrency gate and cancelled after `timeout`; replaces a job of the same name."""
+        self.remove_job(name)
+        self.jobs[name] = asyncio.get_running_loop().create_task(
+            self._job_loop(name, interval, timeout, run, first_delay), name=f"job:{name}")
+
+    def remove_job(self, name: str) -> None:
+        task = self.jobs.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    def dead_loops(self) -> int:
+        """Loops that ended although their target or job is still wanted (a bug)."""
+        return (sum(task.done() for task in self.tasks.values())
+                + sum(task.done() for task in self.jobs.values()))
+
+    def intervals(self) -> list[tuple[float, float]]:
+        """(interval, timeout) in seconds of every enabled probed target (for liveness)."""
+        return [(float(t.spec.interval_seconds), t.spec.timeout_ms / 1000)
+                for t in self.targets.values() if t.enabled]
+
     async def stop(self) -> None:
-        tasks = list(self.tasks.values())
+        tasks = [*self.tasks.values(), *self.jobs.values()]
         for task in tasks:
             task.cancel()
         self.tasks.clear()
+        self.jobs.clear()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _job_loop(self, name: str, interval: float, timeout: float,
+                        run: Callable[[], Awaitable[None]], first_delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + first_delay
+        while True:
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await self._bounded(run, timeout)
+            except TimeoutError:
+                log.warning("%s did not finish within %.3gs", name, timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a collector bug must not end its loop
+                log.exception("%s failed", name)
+            next_at += interval
+            now = loop.time()
+            if next_at <= now:
+                next_at = now + interval - ((now - next_at) % interval)
+
+    async def _bounded(self, run: Callable[[], Awaitable[None]], timeout: float) -> None:
+        """One job run behind the concurrency gate, with a hard timeout."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._bound:
+            self._bind(loop)
+        gate = self._gate
+        waiter = gate.acquire(loop)
+        if waiter is not None:
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if not waiter.cancelled():
+                    gate.release()
+                raise
+        try:
+            async with asyncio.timeout(timeout):
+                await run()
+        finally:
+            gate.release()
 
     def _offset(self, target: Target) -> float:
         # Deterministic per target so a restart keeps the spread; bounded by the interval.
@@ -149,7 +220,7 @@ class Scheduler:
 
     async def probe_once(self, target: Target) -> Result:
         """Run one probe with the concurrency bound and a hard timeout; never raises."""
-        probe = PROBES[target.spec.type]
+        probe = KINDS[target.spec.type].run
         hard = target.spec.timeout_ms / 1000 + HARD_TIMEOUT_GRACE
         loop = asyncio.get_running_loop()
         if loop is not self._bound:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from sqlmodel import delete, select
 
 from pingr.models import Target
 from pingr.monitor import Event
 from pingr.storage.tables import SilenceRow
-
-if TYPE_CHECKING:
-    from pingr.app import App
+from pingr.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -23,29 +22,32 @@ KEEP_EXPIRED_MS = 7 * 86400 * 1000
 
 
 class Silences:
-    """Active and upcoming silences in memory; the monitor asks `is_silenced` for its snapshot."""
+    """Active and upcoming silences in memory; the monitor asks `is_silenced` for its snapshot.
 
-    name = "silences"
+    When one starts or ends, `on_edge` is called with a `silence.changed` event (the App
+    refreshes the snapshot, so outputs and notifications follow).
+    """
 
-    def __init__(self, app: App) -> None:
-        from pingr.api import silence as api_silence
-
-        self.app = app
-        self.routers = [api_silence.router]
+    def __init__(self, store: Store, clock_ms: Callable[[], int],
+                 on_edge: Callable[[Event], None]) -> None:
+        self.store = store
+        self.clock_ms = clock_ms
+        self.on_edge = on_edge
         self.rows: dict[int, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._active: frozenset[int] = frozenset()
 
-    async def start(self) -> None:
-        now = self.app.clock_ms()
-        with self.app.store.session() as s:
+    def load(self) -> None:
+        """Read the silences in force or upcoming (before the monitor builds its snapshot)."""
+        now = self.clock_ms()
+        with self.store.session() as s:
             rows = s.exec(select(SilenceRow)
                           .where(SilenceRow.ends_at > now - KEEP_EXPIRED_MS)).all()
             self.rows = {r.id: r.model_dump() for r in rows if r.id is not None}
         self._active = self._active_ids(now)
-        self.app.monitor.silenced = self.is_silenced
-        self.app.monitor.refresh()
+
+    async def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="silences")
 
@@ -62,7 +64,7 @@ class Silences:
 
     def matching(self, target: Target, now: int | None = None) -> list[dict[str, Any]]:
         """Silences in force now that cover `target`."""
-        now = self.app.clock_ms() if now is None else now
+        now = self.clock_ms() if now is None else now
         tags = set(target.spec.tags)
         return [r for r in self.rows.values() if r["starts_at"] <= now < r["ends_at"]
                 and (target.name in r["targets"] or tags.intersection(r["tags"]))]
@@ -72,7 +74,7 @@ class Silences:
         return bool(self._active) and bool(self.matching(target))
 
     def list(self, include_expired: bool = False) -> list[dict[str, Any]]:
-        now = self.app.clock_ms()
+        now = self.clock_ms()
         rows = sorted(self.rows.values(), key=lambda r: (r["starts_at"], r["id"]))
         return [r for r in rows if include_expired or r["ends_at"] > now]
 
@@ -80,7 +82,7 @@ class Silences:
 
     async def create(self, *, targets: list[str], tags: list[str], starts_at: int, ends_at: int,
                      comment: str | None, by: str | None) -> dict[str, Any]:
-        ts = self.app.clock_ms()
+        ts = self.clock_ms()
 
         def work(s: Any) -> dict[str, Any]:
             row = SilenceRow(targets=targets, tags=tags, starts_at=starts_at, ends_at=ends_at,
@@ -89,7 +91,7 @@ class Silences:
             s.flush()
             return row.model_dump()
 
-        row = await self.app.store.write(work)
+        row = await self.store.write(work)
         self.rows[row["id"]] = row
         log.info("silence %d created by %s for targets %s tags %s", row["id"], by, targets, tags)
         self._changed()
@@ -98,7 +100,7 @@ class Silences:
     async def delete(self, silence_id: int) -> bool:
         if silence_id not in self.rows:
             return False
-        await self.app.store.write(
+        await self.store.write(
             lambda s: s.exec(delete(SilenceRow).where(SilenceRow.id == silence_id)))
         self.rows.pop(silence_id, None)
         log.info("silence %d deleted", silence_id)
@@ -113,13 +115,11 @@ class Silences:
         """Refresh the snapshot whenever a silence starts or ends (outputs follow it)."""
         assert self._wake is not None
         while True:
-            now = self.app.clock_ms()
+            now = self.clock_ms()
             active = self._active_ids(now)
             if active != self._active:
                 self._active = active
-                self.app.monitor.refresh()
-                self.app.monitor.emit(Event("silence.changed", now,
-                                            data={"active": sorted(active)}))
+                self.on_edge(Event("silence.changed", now, data={"active": sorted(active)}))
             expired = [i for i, r in self.rows.items() if r["ends_at"] <= now - KEEP_EXPIRED_MS]
             for i in expired:
                 self.rows.pop(i, None)
@@ -129,8 +129,3 @@ class Silences:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.01, wait))
-
-
-def component(app: App) -> Silences:
-    """Factory for pingr.components."""
-    return Silences(app)

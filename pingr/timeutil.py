@@ -34,11 +34,6 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
-def now() -> datetime:
-    """Current time as an aware UTC datetime."""
-    return datetime.now(UTC)
-
-
 def now_ms() -> int:
     """Current time as integer milliseconds since the epoch (the storage format)."""
     return time.time_ns() // 1_000_000

@@ -9,16 +9,18 @@ import json
 import logging
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 from sqlmodel import delete, select
 
-from pingr.monitor import Event
+from pingr import __version__
+from pingr.events import event_payload
+from pingr.monitor import Change
+from pingr.settings import NotifySettings
 from pingr.storage.tables import WebhookRow
-
-if TYPE_CHECKING:
-    from pingr.app import App
+from pingr.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +49,11 @@ def new_secret() -> str:
 class Webhooks:
     """Delivers monitor events to the registered webhooks, each POST signed and time-stamped."""
 
-    name = "webhooks"
-
-    def __init__(self, app: App, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        from pingr.api import webhooks as api_webhooks
-
-        self.app = app
-        self.settings = app.config.notify_settings
-        self.routers = [api_webhooks.router]
+    def __init__(self, store: Store, settings: NotifySettings, clock_ms: Callable[[], int],
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock_ms = clock_ms
         self.hooks: dict[int, dict[str, Any]] = {}
         self.transport = transport
         self.client: httpx.AsyncClient | None = None
@@ -62,9 +61,7 @@ class Webhooks:
         self._sem: asyncio.Semaphore | None = None
 
     async def start(self) -> None:
-        from pingr import __version__
-
-        with self.app.store.session() as s:
+        with self.store.session() as s:
             self.hooks = {r.id: r.model_dump() for r in s.exec(select(WebhookRow)).all()
                           if r.id is not None}
         self.client = httpx.AsyncClient(
@@ -72,29 +69,28 @@ class Webhooks:
             headers={"User-Agent": f"pingr/{__version__}"}, follow_redirects=False,
             trust_env=False)
         self._sem = asyncio.Semaphore(self.settings.max_concurrency)
-        self.app.monitor.listeners.append(self._on_event)
 
     async def stop(self) -> None:
-        if self._on_event in self.app.monitor.listeners:
-            self.app.monitor.listeners.remove(self._on_event)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.client is not None:
             await self.client.aclose()
 
-    def _on_event(self, event: Event) -> None:
-        if event.type not in WEBHOOK_EVENTS or not self.hooks:
+    def on_change(self, change: Change) -> None:
+        """POST each event of a change to the webhooks that want it."""
+        if not self.hooks:
             return
-        from pingr.events import event_payload
-
-        payload = event_payload(event)
-        for hook in self.hooks.values():
-            if hook["enabled"] and ("*" in hook["events"] or event.type in hook["events"]):
-                task = asyncio.get_running_loop().create_task(
-                    self.deliver(hook, event.type, payload))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        for event in change.events:
+            if event.type not in WEBHOOK_EVENTS:
+                continue
+            payload = event_payload(event)
+            for hook in self.hooks.values():
+                if hook["enabled"] and ("*" in hook["events"] or event.type in hook["events"]):
+                    task = asyncio.get_running_loop().create_task(
+                        self.deliver(hook, event.type, payload))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
 
     def body(self, event_type: str, payload: dict[str, Any], sent_at: int) -> bytes:
         """The exact bytes that are signed and sent. `sent_at` repeats the timestamp header
@@ -111,7 +107,7 @@ class Webhooks:
         for attempt in range(ATTEMPTS):
             if attempt:
                 await asyncio.sleep(min(self.settings.retry_base * 2 ** (attempt - 1), 60))
-            sent_at = self.app.clock_ms() // 1000
+            sent_at = self.clock_ms() // 1000
             raw = self.body(event_type, payload, sent_at)
             headers = {"Content-Type": "application/json", "X-Pingr-Event": event_type,
                        TIMESTAMP_HEADER: str(sent_at), SIGNATURE_HEADER: sign(hook["secret"], raw)}
@@ -132,7 +128,7 @@ class Webhooks:
         return {"ok": ok, "status": status, "error": error}
 
     async def _record(self, hook_id: int, status: int | None, error: str | None) -> None:
-        now = self.app.clock_ms()
+        now = self.clock_ms()
         hook = self.hooks.get(hook_id)
         if hook is None:
             return
@@ -144,13 +140,13 @@ class Webhooks:
                 row.last_sent_at, row.last_status, row.last_error = now, status, error
                 s.add(row)
 
-        await self.app.store.write(work)
+        await self.store.write(work)
 
     # ------------------------------------------------------------------ API operations
 
     async def create(self, name: str, url: str, events: list[str],
                      secret: str | None) -> dict[str, Any]:
-        now = self.app.clock_ms()
+        now = self.clock_ms()
 
         def work(s: Any) -> dict[str, Any]:
             if s.exec(select(WebhookRow).where(WebhookRow.name == name)).first() is not None:
@@ -161,7 +157,7 @@ class Webhooks:
             s.flush()
             return row.model_dump()
 
-        hook = await self.app.store.write(work)
+        hook = await self.store.write(work)
         self.hooks[hook["id"]] = hook
         log.info("webhook %r added", name)
         return hook
@@ -170,7 +166,7 @@ class Webhooks:
         hook = self.hooks.pop(hook_id, None)
         if hook is None:
             return False
-        await self.app.store.write(
+        await self.store.write(
             lambda s: s.exec(delete(WebhookRow).where(WebhookRow.id == hook_id)))
         log.info("webhook %r deleted", hook["name"])
         return True
@@ -178,8 +174,3 @@ class Webhooks:
     async def test(self, hook: dict[str, Any]) -> dict[str, Any]:
         payload = {"type": "webhook.test", "message": "test delivery from pingr"}
         return await self.deliver(hook, "webhook.test", payload)
-
-
-def component(app: App) -> Webhooks:
-    """Factory for pingr.components."""
-    return Webhooks(app)

@@ -91,10 +91,9 @@ def scan() -> tuple[dict[str, set[str]], list[tuple[str, int, str]], list[tuple[
                 for child in ast.iter_child_nodes(node):
                     if isinstance(child, ast.stmt):
                         # Statements nested in if/try at module level still run at import.
+                        # ...but not those inside functions (class bodies run at import).
                         nested_top = top and not isinstance(
-                            node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda)
-                        if isinstance(node, ast.ClassDef):
-                            nested_top = top
+                            node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
                         visit([child], nested_top)
 
         visit(tree.body, True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import json
 import os
 import threading
 import time
@@ -18,6 +19,8 @@ import yaml
 
 from pingr.app import App
 from pingr.config import parse_config
+from pingr.server import Server
+from pingr.timeutil import parse_timestamp
 
 #: Fixture modules shared by several test files (a private dockerd for the Docker tests).
 pytest_plugins = ["tests.dockerd"]
@@ -105,12 +108,13 @@ def make_config(tmp_path: Path, extra: dict[str, Any] | None = None, **overrides
 
 
 class Running:
-    """A started App and an httpx client authenticated as admin."""
+    """A started App (behind its Server) and an httpx client authenticated as admin."""
 
-    def __init__(self, app: App, client: httpx.AsyncClient) -> None:
-        self.app = app
+    def __init__(self, server: Server, client: httpx.AsyncClient) -> None:
+        self.server = server
+        self.app = server.app
         self.client = client
-        self.base = f"http://127.0.0.1:{app.port}"
+        self.base = f"http://127.0.0.1:{self.app.port}"
 
     async def wait_for(self, predicate: Any, timeout: float = 15.0, step: float = 0.05) -> Any:
         """Poll `predicate()` (sync or async) until it is truthy; fail after `timeout` (× SLOW)."""
@@ -131,8 +135,9 @@ class Running:
 async def running_app(config: Any, **kwargs: Any) -> AsyncIterator[Running]:
     """Serve a real App on 127.0.0.1 in this event loop; stop it cleanly afterwards."""
     app = App(config, env={}, **kwargs)
-    task = asyncio.create_task(app.serve())
-    waiter = asyncio.create_task(app.listening.wait())
+    server = Server(app)
+    task = asyncio.create_task(server.run())
+    waiter = asyncio.create_task(server.listening.wait())
     done, _ = await asyncio.wait({task, waiter}, timeout=20 * SLOW,
                                  return_when=asyncio.FIRST_COMPLETED)
     if task in done:
@@ -141,8 +146,48 @@ async def running_app(config: Any, **kwargs: Any) -> AsyncIterator[Running]:
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}",
                                headers={"x-api-key": ADMIN_KEY}, timeout=10)
     try:
-        yield Running(app, client)
+        yield Running(server, client)
     finally:
         await client.aclose()
-        app.request_stop()
+        server.request_stop()
         await asyncio.wait_for(task, 20 * SLOW)
+
+
+class EventTap:
+    """Every event the App publishes, as an SSE client receives it (a real subscriber of the
+    App's event broker; per-result events are left out so a long test cannot overflow it)."""
+
+    def __init__(self, app: App) -> None:
+        from pingr.events import EVENT_TYPES
+
+        sub = app.events.subscribe(frozenset(EVENT_TYPES) - {"target.check_result"})
+        assert sub is not None, "the event broker refused a subscriber"
+        self.sub = sub
+        self.items: list[tuple[str, dict[str, Any]]] = []
+
+    def drain(self) -> list[tuple[str, dict[str, Any]]]:
+        while not self.sub.queue.empty():
+            message = self.sub.queue.get_nowait()
+            if message is None:
+                raise AssertionError("the event broker closed this subscriber")
+            fields = dict(line.split(": ", 1) for line in message.decode().strip().split("\n"))
+            self.items.append((fields["event"], json.loads(fields["data"])))
+        return self.items
+
+    @property
+    def types(self) -> list[str]:
+        return [kind for kind, _ in self.drain()]
+
+    def first(self, kind: str, **match: Any) -> dict[str, Any]:
+        """The first event of `kind` whose target has the given fields (e.g. name=...)."""
+        for k, data in self.drain():
+            if k == kind and all((data.get("target") or {}).get(f) == v
+                                 for f, v in match.items()):
+                return data
+        raise AssertionError(f"no {kind} event {match or ''} in {self.types}")
+
+    def at(self, kind: str) -> float:
+        """When the monitor made the first `kind` change, on time.monotonic()'s scale (the
+        clock gpiozero's MockPin stamps pin changes with)."""
+        ts = parse_timestamp(self.first(kind)["ts"]).timestamp()
+        return ts - (time.time() - time.monotonic())

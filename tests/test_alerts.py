@@ -7,7 +7,9 @@ import json
 
 import httpx
 
-from tests.conftest import ADMIN_KEY, make_config, running_app
+from pingr.app import App
+from pingr.server import Server
+from tests.conftest import ADMIN_KEY, EventTap, make_config, running_app
 
 
 def http_target(url: str, name: str, **kw):
@@ -161,13 +163,12 @@ async def test_a_child_down_before_its_parent_becomes_unreachable(tmp_path, targ
         http_target(child_srv.url, "nas", depends_on="router", failure_threshold=1),
         http_target(child_srv.url, "printer", depends_on="nas", failure_threshold=1),
     ])
-    events = []
     try:
         async with running_app(cfg) as run:
             m = run.app.monitor
             ids = {t.name: t.id for t in run.app.targets.values()}
             await run.wait_for(lambda: all(m.state_of(i).status == "up" for i in ids.values()))
-            m.listeners.append(lambda e: events.append(e))
+            events = EventTap(run.app)
             target_server.behaviour.status = 500
             child_srv.behaviour.status = 500
             await run.wait_for(lambda: m.state_of(ids["nas"]).status == "down")
@@ -178,14 +179,13 @@ async def test_a_child_down_before_its_parent_becomes_unreachable(tmp_path, targ
             assert m.state_of(ids["nas"]).status == "unreachable"
             assert m.state_of(ids["printer"]).status == "unreachable"
             assert m.state_of(ids["nas"]).alert is None
-            closed = next(e for e in events if e.type == "target.unreachable"
-                          and e.target.name == "nas")
-            assert closed.old == "down" and closed.alert["id"] == nas_alert["id"]
-            assert closed.alert["resolved_at"] is not None
+            closed = events.first("target.unreachable", name="nas")
+            assert closed["old"] == "down" and closed["alert"]["id"] == nas_alert.id
+            assert closed["alert"]["resolved_at"] is not None
             snap = m.snapshot()
             assert [f.name for f in snap.failing] == ["router"]
             assert sorted(snap.unreachable) == ["nas", "printer"]
-            await run.wait_for(lambda: run.app.store.alert(nas_alert["id"]).resolved_at)
+            await run.wait_for(lambda: run.app.store.alert(nas_alert.id).resolved_at)
             body = await status(run)
             assert [f["name"] for f in body["failing_targets"]] == ["router"]
     finally:
@@ -211,42 +211,39 @@ async def test_a_slow_start_is_not_a_stale_monitor(tmp_path, target_server):
     # Staleness counts from when probing starts, not from when the App was built: a start-up
     # slower than the stale limit (a Pi Zero, emulation) must not raise the alarm. Limit here:
     # 2 × 2 s; the first result takes 1.2 s, after the first staleness check (1 s).
-    from pingr.app import App
-
     target_server.behaviour.delay = 1.2
     cfg = make_config(tmp_path, alerts={"stale_factor": 2}, targets=[
         {"name": "slow", "type": "http", "url": target_server.url, "interval": "2s",
          "timeout": "2s"}])
     app = App(cfg, env={})
     await asyncio.sleep(4.5)  # everything before probing took longer than the limit
-    events = []
-    app.monitor.listeners.append(lambda e: events.append(e.type))
-    task = asyncio.create_task(app.serve())
+    events = EventTap(app)
+    server = Server(app)
+    task = asyncio.create_task(server.run())
     try:
-        await asyncio.wait_for(app.listening.wait(), 20)
+        await asyncio.wait_for(server.listening.wait(), 20)
         deadline = asyncio.get_running_loop().time() + 20
         while app.monitor.last_result_ms is None:  # the first (slow) result
             assert asyncio.get_running_loop().time() < deadline, "no probe result"
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.1)  # one more staleness check with the result in
-        assert "monitor.stale" not in events
+        assert "monitor.stale" not in events.types
         assert app.monitor.stale is False and app.monitor.snapshot().alert is False
     finally:
-        app.request_stop()
+        server.request_stop()
         await asyncio.wait_for(task, 20)
 
 
 async def test_restart_restores_open_alert_without_alerting_twice(tmp_path, target_server):
     target_server.behaviour.status = 500
     cfg = make_config(tmp_path, targets=[http_target(target_server.url, "web")])
-    events: list[str] = []
     async with running_app(cfg) as run:
         tid = next(iter(run.app.targets))
         await run.wait_for(lambda: run.app.monitor.state_of(tid).status == "down")
         first = (await run.client.get("/api/v1/alerts?state=open")).json()
         assert len(first) == 1
     async with running_app(cfg) as run:
-        run.app.monitor.listeners.append(lambda e: events.append(e.type))
+        events = EventTap(run.app)
         state = run.app.monitor.state_of(tid)
         assert state.status == "down" and state.failures >= 2  # restored from history
         body = await status(run)
@@ -254,7 +251,7 @@ async def test_restart_restores_open_alert_without_alerting_twice(tmp_path, targ
         await run.wait_for(lambda: state.failures >= 4)
         again = (await run.client.get("/api/v1/alerts?state=all")).json()
         assert [a["id"] for a in again] == [first[0]["id"]]
-        assert "target.down" not in events
+        assert "target.down" not in events.types
 
 
 async def test_examples_contract_shape_with_plain_clients(tmp_path, target_server):

@@ -116,7 +116,7 @@ async def test_target_management_takes_effect_without_restart(run, target_server
 
 async def test_results_endpoints(run, target_server):
     c = run.client
-    await run.wait_for(lambda: len(run.app.monitor.states) and
+    await run.wait_for(lambda: len(list(run.app.monitor.states())) and
                        run.app.store.summary(0).get(next(iter(run.app.targets.values())).pk,
                                                     (0,))[0] >= 2)
     latest = (await c.get("/api/v1/results/latest")).json()

@@ -106,7 +106,7 @@ async def test_api_connections_get_tcp_nodelay(tmp_path):
     import socket
 
     async with running_app(make_config(tmp_path)) as run:
-        [server] = run.app.server.servers
+        [server] = run.server.uvicorn.servers
         [listener] = server.sockets
         # asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP.
         assert listener.proto == socket.IPPROTO_TCP

@@ -11,7 +11,7 @@ import sys
 import httpx
 import yaml
 
-from pingr.api.ratelimit import MAX_ENTRIES, FailureWindow, TokenBucket
+from pingr.ratelimit import MAX_ENTRIES, FailureWindow, TokenBucket
 from tests.conftest import ADMIN_KEY, make_config, running_app
 
 MISSING = {"detail": "Missing API key in x-api-key header"}

@@ -11,16 +11,9 @@ from pathlib import Path
 import pytest
 
 from pingr.cli import starter_config
-from pingr.config import (
-    Config,
-    ConfigError,
-    config_paths,
-    database_path,
-    load_config,
-    parse_config,
-    state_directory,
-)
+from pingr.config import Config, ConfigError, config_paths, load_config, parse_config
 from pingr.netinfo import default_gateways, dns_servers
+from pingr.paths import database_path, state_directory
 from pingr.timeutil import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,7 +215,7 @@ def test_init_cli_writes_a_valid_file_and_refuses_to_overwrite(tmp_path):
 
 def test_spool_lives_in_the_runtime_directory_under_systemd(tmp_path):
     """RAM (/run/pingr) under systemd, `storage.spool_dir` when given, else beside the db."""
-    from pingr.config import spool_path
+    from pingr.paths import spool_path
 
     db = tmp_path / "state" / "pingr.db"
     assert spool_path(Config(), db, {}) == tmp_path / "state" / "pingr.db-spool"

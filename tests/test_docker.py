@@ -33,7 +33,7 @@ async def failing(run_) -> dict[str, str]:
 
 
 def collector(run_) -> Any:
-    return next(c for c in run_.app.components if c.name == "docker")
+    return run_.app.docker
 
 
 async def test_list_inspect_stats_logs(tmp_path, docker_env: Engine):
@@ -208,7 +208,7 @@ async def test_auto_is_off_without_a_socket(tmp_path):
     cfg = make_config(tmp_path, docker={"enabled": "auto",
                                         "socket": f"unix://{tmp_path}/no-such.sock"})
     async with running_app(cfg) as r:
-        assert not any(c.name == "docker" for c in r.app.components)
+        assert r.app.docker is None
         resp = await r.client.get("/api/v1/containers")
         assert resp.status_code == 503 and "off" in resp.json()["detail"]
 

@@ -7,7 +7,6 @@ import json
 
 import httpx
 
-from pingr.events import find
 from tests.conftest import ADMIN_KEY, make_config, running_app
 from tests.test_notify import web_target
 
@@ -38,7 +37,7 @@ async def test_sse_down_up_in_order_with_keepalive(tmp_path, target_server):
                 assert resp.status_code == 200
                 assert resp.headers["content-type"].startswith("text/event-stream")
                 reader = asyncio.create_task(read_events(resp, {"target.up"}, got, comments))
-                await run.wait_for(lambda: find(run.app, "events").subscribers)
+                await run.wait_for(lambda: run.app.events.subscribers)
                 target_server.behaviour.status = 500
                 await run.wait_for(lambda: any(e == "target.down" for e, _ in got))
                 target_server.behaviour.status = 200
@@ -48,7 +47,7 @@ async def test_sse_down_up_in_order_with_keepalive(tmp_path, target_server):
         assert any(e == "target.check_result" and d["success"] is False for e, d in got)
         assert ": keep-alive" in comments or ": connected" in comments
         # the client is gone: the broker forgets it
-        await run.wait_for(lambda: not find(run.app, "events").subscribers)
+        await run.wait_for(lambda: not run.app.events.subscribers)
         # read scope is required, unknown types are refused
         r = await run.client.get("/api/v1/events?types=nope")
         assert r.status_code == 400
@@ -60,7 +59,7 @@ async def test_slow_consumer_is_disconnected_not_buffered(tmp_path):
     cfg = make_config(tmp_path, targets=[web_target("http://127.0.0.1:9/")],
                       events={"queue_size": 5})
     async with running_app(cfg) as run:
-        broker = find(run.app, "events")
+        broker = run.app.events
         sub = broker.subscribe(None)
         for i in range(20):
             broker.publish("heartbeat.pinged", {"n": i})

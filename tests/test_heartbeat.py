@@ -37,14 +37,15 @@ async def test_every_ping_form_feeds_the_monitor(tmp_path):
         assert (await pub.post(f"/ping/{TOKEN}/start")).json()["kind"] == "start"
         await asyncio.sleep(0.3)
         await pub.post(f"/ping/{TOKEN}")
-        last = run.app.monitor.state_of(run.app.monitor.by_name["backup"]).last
+        last = run.app.monitor.state_of(run.app.monitor.target_named("backup").id).last
         assert last.success and last.latency_ms >= 250
         # push with JSON
         r = await pub.post(f"/api/v1/push/{TOKEN}", json={"status": "down", "message": "boom"})
         assert r.status_code == 200 and status() == "down"
         r = await pub.post(f"/api/v1/push/{TOKEN}", json={"status": "up", "ping": 42})
         assert status() == "up"
-        assert run.app.monitor.state_of(run.app.monitor.by_name["backup"]).last.latency_ms == 42
+        backup = run.app.monitor.target_named("backup")
+        assert run.app.monitor.state_of(backup.id).last.latency_ms == 42
         assert (await pub.post(f"/api/v1/push/{TOKEN}")).status_code == 200  # empty body = up
         # bad input: clear errors, nothing changes
         assert (await pub.post(f"/api/v1/push/{TOKEN}", json={"status": "meh"})).status_code == 400

@@ -38,7 +38,7 @@ async def test_metrics_follow_targets_and_alerts(tmp_path, target_server):
     ])
     async with running_app(cfg) as run:
         await run.wait_for(lambda: all(
-            s.last is not None for s in run.app.monitor.states.values()))
+            s.last is not None for s in run.app.monitor.states()))
         resp = await run.client.get("/metrics")
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -83,7 +83,7 @@ async def test_metrics_follow_targets_and_alerts(tmp_path, target_server):
                 "interval": "1s"})
             assert r.status_code in (200, 201), r.text
         await run.wait_for(lambda: all(
-            s.last is not None for s in run.app.monitor.states.values()))
+            s.last is not None for s in run.app.monitor.states()))
         fams = parse((await run.client.get("/metrics")).text)
         assert target_labels(fams) == {"web", "port", *names}
         for item in (await run.client.get("/api/v1/targets")).json():

@@ -147,7 +147,7 @@ async def test_discovery_state_on_change_and_acknowledge(tmp_path, broker, recor
     ])
     async with running_app(cfg) as run:
         assert await recorder.wait(f"{base}/status") == "online"
-        web = run.app.monitor.by_name["web"]
+        web = run.app.monitor.target_named("web").id
         target_topic = f"{base}/target/{web}"
         await recorder.wait(target_topic, lambda p: json.loads(p)["state"] == "up")
         # Discovery includes the configuration URL once the API port is known.
@@ -155,7 +155,7 @@ async def test_discovery_state_on_change_and_acknowledge(tmp_path, broker, recor
         await run_wait_discovery(run, recorder, "testpi")
         await run.wait_for(lambda: all("configuration_url" in c["device"]
                                        for c in discovery(recorder, "testpi").values()))
-        n = 3 + len(run.app.monitor.states)
+        n = 3 + len(list(run.app.monitor.states()))
         configs = discovery(recorder, "testpi")
         platforms = [check_discovery(t, c, "testpi", base) for t, c in configs.items()]
         assert sorted(set(platforms)) == ["binary_sensor", "button", "sensor"]
@@ -299,7 +299,8 @@ async def test_node_ids_never_collide(tmp_path, broker, recorder, target_server)
 
 async def run_wait_discovery(run: Any, recorder: Recorder, node: str) -> None:
     """Until every entity of `node` is discovered: the fixed three and one per target."""
-    await run.wait_for(lambda: len(discovery(recorder, node)) == 3 + len(run.app.monitor.states))
+    await run.wait_for(
+        lambda: len(discovery(recorder, node)) == 3 + len(list(run.app.monitor.states())))
 
 
 async def test_broker_restart_and_outage_never_delay_the_api(tmp_path, broker, target_server):
@@ -308,7 +309,7 @@ async def test_broker_restart_and_outage_never_delay_the_api(tmp_path, broker, t
         {"name": "web", "type": "http", "url": target_server.url, "interval": "1s",
          "failure_threshold": 1}])
     async with running_app(cfg) as run:
-        mqtt = next(c for c in run.app.components if c.name == "mqtt")
+        mqtt = run.app.mqtt
         await run.wait_for(lambda: mqtt.connected)
         broker.stop()
         await run.wait_for(lambda: not mqtt.connected)
@@ -327,7 +328,7 @@ async def test_broker_restart_and_outage_never_delay_the_api(tmp_path, broker, t
             status = json.loads(await rec.wait(f"{base}/alert_status"))
             assert status["alert"] is True
             await rec.wait("homeassistant/binary_sensor/testpi/alert/config")
-            assert mqtt.connects >= 2
+            assert mqtt.link.connects >= 2
         finally:
             rec.close()
 
@@ -337,7 +338,8 @@ async def test_broker_down_at_start(tmp_path, target_server):
     cfg = make_config(tmp_path, mqtt=mqtt_config(broker), targets=[
         {"name": "web", "type": "http", "url": target_server.url, "interval": "1s"}])
     async with running_app(cfg) as run:
-        await run.wait_for(lambda: run.app.monitor.states[run.app.monitor.by_name["web"]].last)
+        web = run.app.monitor.target_named("web")
+        await run.wait_for(lambda: run.app.monitor.state_of(web.id).last)
         assert (await run.client.get("/api/v1/alert-status")).status_code == 200
         broker.start()
         try:
@@ -409,10 +411,10 @@ async def test_siren_and_lamp_test_through_the_outputs(tmp_path, broker, recorde
     })
     base = "pingr/testpi"
     async with running_app(cfg) as run:
-        mgr = next(c for c in run.app.components if c.name == "outputs")
+        mgr = run.app.outputs
         pin = mgr.backend.factory.pin
         await run.wait_for(lambda: len(discovery(recorder, "testpi")) ==
-                           5 + len(run.app.monitor.states))
+                           5 + len(list(run.app.monitor.states())))
         await run.wait_for(lambda: all("configuration_url" in c["device"]
                                        for c in discovery(recorder, "testpi").values()))
         configs = discovery(recorder, "testpi")

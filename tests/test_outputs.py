@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from tests.conftest import make_config, running_app
+from tests.conftest import EventTap, make_config, running_app
 
 TOWER = {"green": 17, "amber": 27, "red": 22}
 BEACON, SIREN, HEALTHY, HEARTBEAT, BUTTON = 26, 5, 6, 13, 16
@@ -42,7 +42,7 @@ def web_target(server: Any, **extra: Any) -> dict[str, Any]:
 
 
 def manager(run: Any) -> Any:
-    return next(c for c in run.app.components if c.name == "outputs")
+    return run.app.outputs
 
 
 def history(pin: Any) -> list[tuple[float, float]]:
@@ -81,11 +81,10 @@ def press(pin: Any, seconds: float) -> None:
 
 async def test_whole_sequence_lamp_test_to_safe_states(tmp_path, target_server):
     cfg = make_config(tmp_path, targets=[web_target(target_server)], hardware=hardware())
-    events: list[tuple[str, float]] = []
     async with running_app(cfg) as run:
         app, mgr = run.app, manager(run)
-        # First in line, so the stamp is taken before any output reacts.
-        app.monitor.listeners.insert(0, lambda e: events.append((e.type, time.monotonic())))
+        # The monitor's own time of each change (its events carry it), on the pins' clock.
+        events = EventTap(app)
         pin = mgr.backend.factory.pin
         tower = {c: pin(n) for c, n in TOWER.items()}
         beacon, siren, healthy, heartbeat, button = (pin(n) for n in (BEACON, SIREN, HEALTHY,
@@ -112,7 +111,7 @@ async def test_whole_sequence_lamp_test_to_safe_states(tmp_path, target_server):
 
         # Second failure: alert. Red, beacon relay energised (pin low), siren in bursts.
         await run.wait_for(lambda: app.monitor.snapshot().alert)
-        down_at = next(t for kind, t in events if kind == "target.down")
+        down_at = events.at("target.down")
         for p, value in ((tower["red"], 1), (beacon, 0), (siren, 1)):
             latency = first_change_after(p, down_at, value) - down_at
             assert 0 <= latency < 0.05, f"pin reacted {latency * 1000:.1f} ms after the flip"
@@ -127,7 +126,7 @@ async def test_whole_sequence_lamp_test_to_safe_states(tmp_path, target_server):
         # The button: short press acknowledges; siren silent, the red beacon stays on.
         await asyncio.to_thread(press, button, 0.1)
         await run.wait_for(lambda: "web" in app.monitor.snapshot().acknowledged)
-        ack_at = next(t for kind, t in events if kind == "alert.acknowledged")
+        ack_at = events.at("alert.acknowledged")
         assert siren.state == 0 and beacon.state == 0 and tower["red"].state == 0
         assert tower["amber"].state == 1  # acknowledged alerts show amber on the tower
         await asyncio.sleep(0.8)  # longer than a burst period: no new beeps
@@ -147,7 +146,7 @@ async def test_whole_sequence_lamp_test_to_safe_states(tmp_path, target_server):
         # Recovery: green, relay off, within 50 ms of the flip.
         target_server.behaviour.status = 200
         await run.wait_for(lambda: app.monitor.snapshot().statuses["web"] == "up")
-        up_at = next(t for kind, t in events if kind == "target.up")
+        up_at = events.at("target.up")
         for p, value in ((tower["green"], 1), (beacon, 1)):
             latency = first_change_after(p, up_at, value) - up_at
             assert 0 <= latency < 0.05, f"pin reacted {latency * 1000:.1f} ms after the flip"

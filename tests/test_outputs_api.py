@@ -132,7 +132,7 @@ async def test_stalled_probing_drops_the_dead_man_relay_and_stops_the_heartbeat(
         await run.app.scheduler.stop()  # probing dies; the process and its API live on
         # pingr's own liveness check or the monitor's staleness, whichever sees it first.
         await run.wait_for(lambda: healthy.state == 0, timeout=6)
-        assert not mgr.healthy
+        assert not run.app.monitor.snapshot().healthy
         await run.wait_for(lambda: mgr.state == "stale", timeout=3)
         assert heartbeat.state == 0
         stopped = heartbeat._last_change

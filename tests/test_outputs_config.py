@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from pingr.config import ConfigError, parse_config
-from pingr.outputs.backend import factory_names, open_backend
+from pingr.outputs.backend import open_backend
 from pingr.outputs.boards import board_names, load_board
 from pingr.outputs.config import (
     HardwareConfig,
     PatternConfig,
+    factory_names,
     in_quiet_hours,
     parse_quiet_hours,
 )

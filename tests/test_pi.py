@@ -65,9 +65,10 @@ async def test_pi_endpoint_and_alerts_from_recorded_files(tmp_path):
         "interval": "1s", "temperature": {"above": 80, "for": "0s"},
         "undervoltage": {"enabled": True, "for": "0s"}}})
     async with running_app(cfg) as run:
-        host = next(c for c in run.app.components if c.name == "host")
-        host.sampler.pi = PiReader(root)
-        await host.sampler.sample()
+        host = run.app.host
+        host.sampler.pi = PiReader(root)  # the next scheduled sample reads the recorded files
+        await run.wait_for(lambda: "pi:temperature" in run.app.monitor.snapshot().statuses,
+                           timeout=5)
         r = await run.client.get("/api/v1/system/pi")
         assert r.status_code == 200
         body = r.json()

@@ -17,10 +17,9 @@ import httpx
 import pytest
 
 from pingr.models import Target
-from pingr.probes.registry import parse_spec
-from pingr.probes import PROBES, ProbeContext
-from pingr.probes.context import LazyTrustContext, lazy_trust_context, make_client
+from pingr.probes.context import LazyTrustContext, ProbeContext, lazy_trust_context, make_client
 from pingr.probes.icmp import detect_mode
+from pingr.probes.registry import KINDS, parse_spec
 
 
 def target(**spec) -> Target:
@@ -49,7 +48,7 @@ needs_icmp = pytest.mark.skipif(not _icmp_possible(), reason="no raw or unprivil
 @needs_icmp
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "127.42.1.7"])
 async def test_icmp_loopback_succeeds(ctx, host):
-    result = await PROBES["icmp"](target(type="icmp", host=host), ctx)
+    result = await KINDS["icmp"].run(target(type="icmp", host=host), ctx)
     assert result.success, result.error
     assert result.error is None and result.status_code is None
     assert isinstance(result.latency_ms, int) and 0 <= result.latency_ms < 100
@@ -59,21 +58,21 @@ async def test_icmp_loopback_succeeds(ctx, host):
 async def test_icmp_ipv6_loopback(ctx):
     if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
         pytest.skip("IPv6 is not available on this machine")
-    result = await PROBES["icmp"](target(type="icmp", host="::1"), ctx)
+    result = await KINDS["icmp"].run(target(type="icmp", host="::1"), ctx)
     assert result.success, result.error
 
 
 NETNS_PROBE = textwrap.dedent("""
     import asyncio, json, subprocess, sys
     from pingr.models import Target
-from pingr.probes.registry import parse_spec
-    from pingr.probes import PROBES, ProbeContext
+    from pingr.probes.context import ProbeContext
+    from pingr.probes.registry import KINDS, parse_spec
     setup = sys.argv[1]
     if setup:
         subprocess.run(setup, shell=True, check=True)
     spec = parse_spec({"name": "t", "type": "icmp", "host": sys.argv[2],
-                              "timeout_ms": 500, "interval_seconds": 1})
-    r = asyncio.run(PROBES["icmp"](Target(1, "t", spec), ProbeContext()))
+                       "timeout_ms": 500, "interval_seconds": 1})
+    r = asyncio.run(KINDS["icmp"].run(Target(1, "t", spec), ProbeContext()))
     print(json.dumps({"success": r.success, "error": r.error, "latency_ms": r.latency_ms}))
 """)
 
@@ -106,33 +105,34 @@ def test_icmp_no_reply_times_out():
 
 
 async def test_http_success_and_status(ctx, target_server):
-    r = await PROBES["http"](target(type="http", url=target_server.url), ctx)
+    r = await KINDS["http"].run(target(type="http", url=target_server.url), ctx)
     assert r.success and r.status_code == 200 and r.error is None
     assert isinstance(r.latency_ms, int)
     target_server.behaviour.status = 503
-    r = await PROBES["http"](target(type="http", url=target_server.url), ctx)
+    r = await KINDS["http"].run(target(type="http", url=target_server.url), ctx)
     assert not r.success and r.status_code == 503 and r.error == "unexpected status 503"
-    r = await PROBES["http"](target(type="http", url=target_server.url, expect_status=[503]), ctx)
+    r = await KINDS["http"].run(
+        target(type="http", url=target_server.url, expect_status=[503]), ctx)
     assert r.success
 
 
 async def test_http_body_contains(ctx, target_server):
     t = target(type="http", url=target_server.url, body_contains="pingr-test")
-    assert (await PROBES["http"](t, ctx)).success
+    assert (await KINDS["http"].run(t, ctx)).success
     t = target(type="http", url=target_server.url, body_contains="absent words")
-    r = await PROBES["http"](t, ctx)
+    r = await KINDS["http"].run(t, ctx)
     assert not r.success and "does not contain" in r.error and r.status_code == 200
 
 
 async def test_http_timeout_and_refused(ctx, target_server):
     target_server.behaviour.delay = 1.0
     t = target(type="http", url=target_server.url, timeout_ms=300, interval_seconds=1)
-    r = await PROBES["http"](t, ctx)
+    r = await KINDS["http"].run(t, ctx)
     assert not r.success and r.error == "timed out after 300 ms" and r.latency_ms is None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connection refused
-        r = await PROBES["http"](target(type="http", url=f"http://127.0.0.1:{port}/"), ctx)
+        r = await KINDS["http"].run(target(type="http", url=f"http://127.0.0.1:{port}/"), ctx)
     assert not r.success and "ConnectError" in r.error
 
 
@@ -152,7 +152,7 @@ async def test_http_method_and_headers(ctx):
     threading.Thread(target=srv.handle_request, daemon=True).start()
     t = target(type="http", url=f"http://127.0.0.1:{srv.server_address[1]}/x", method="POST",
                headers={"X-Token": "abc"})
-    r = await PROBES["http"](t, ctx)
+    r = await KINDS["http"].run(t, ctx)
     srv.server_close()
     assert r.success and r.status_code == 204
     assert seen == {"method": "POST", "token": "abc"}
@@ -188,9 +188,9 @@ async def test_https_self_signed_needs_verify_off(ctx, tmp_path):
     srv, _cert = https_server(tmp_path)
     url = f"https://127.0.0.1:{srv.server_address[1]}/"
     try:
-        strict = await PROBES["http"](target(type="http", url=url), ctx)
+        strict = await KINDS["http"].run(target(type="http", url=url), ctx)
         assert not strict.success and "CERTIFICATE_VERIFY_FAILED" in strict.error
-        loose = await PROBES["http"](target(type="http", url=url, verify_tls=False), ctx)
+        loose = await KINDS["http"].run(target(type="http", url=url, verify_tls=False), ctx)
         assert loose.success and loose.status_code == 200
     finally:
         srv.shutdown()
@@ -206,11 +206,12 @@ async def test_https_trust_store_loads_on_first_tls_connection(tmp_path):
     probe_ctx = ProbeContext(http=httpx.AsyncClient(verify=trust))
     try:
         assert trust.cert_store_stats()["x509_ca"] == 0
-        ok = await PROBES["http"](target(type="http", url=f"https://127.0.0.1:{port}/"), probe_ctx)
+        ok = await KINDS["http"].run(
+            target(type="http", url=f"https://127.0.0.1:{port}/"), probe_ctx)
         assert ok.success and ok.status_code == 200
         assert trust.cert_store_stats()["x509_ca"] == 1
         # The hostname is still checked: the certificate names 127.0.0.1 only.
-        bad = await PROBES["http"](target(type="http", url=f"https://localhost:{port}/"),
+        bad = await KINDS["http"].run(target(type="http", url=f"https://localhost:{port}/"),
                                    probe_ctx)
         assert not bad.success and "CERTIFICATE_VERIFY_FAILED" in bad.error
     finally:
@@ -227,12 +228,12 @@ async def test_https_trust_store_loads_on_first_tls_connection(tmp_path):
 
 
 async def test_tcp_open_and_closed(ctx, target_server):
-    r = await PROBES["tcp"](target(type="tcp", host="127.0.0.1", port=target_server.port), ctx)
+    r = await KINDS["tcp"].run(target(type="tcp", host="127.0.0.1", port=target_server.port), ctx)
     assert r.success and isinstance(r.latency_ms, int)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        r = await PROBES["tcp"](target(type="tcp", host="127.0.0.1", port=port), ctx)
+        r = await KINDS["tcp"].run(target(type="tcp", host="127.0.0.1", port=port), ctx)
     assert not r.success and r.error.startswith("connect failed")
 
 
@@ -244,7 +245,7 @@ async def test_icmp_works_where_a_socket_option_is_missing(monkeypatch):
     monkeypatch.setattr(icmp, "SO_TIMESTAMPNS", 9999)  # the kernel answers ENOPROTOOPT
     monkeypatch.setattr(icmp, "_DISPATCHERS", icmp.weakref.WeakKeyDictionary())
     ctx = ProbeContext()
-    result = await PROBES["icmp"](target(type="icmp", host="127.0.0.1"), ctx)
+    result = await KINDS["icmp"].run(target(type="icmp", host="127.0.0.1"), ctx)
     assert result.success, result.error
     assert 0 <= result.latency_ms < 100
 

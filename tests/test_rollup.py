@@ -6,8 +6,8 @@ import sqlite3
 
 from sqlalchemy import event
 
-from pingr.probes.icmp import IcmpTarget
 from pingr.models import Result
+from pingr.probes.icmp import IcmpTarget
 from pingr.storage.rollup import DAY_MS, HOUR_MS, MINUTE_MS
 from pingr.store import Store
 from pingr.timeutil import from_ms, now_ms

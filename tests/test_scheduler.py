@@ -8,12 +8,15 @@ from typing import Literal
 
 from pingr.configbase import TargetBase
 from pingr.models import Result, Target
-from pingr.probes.registry import parse_spec
-from pingr.probes import PROBES, ProbeContext
+from pingr.probes.context import ProbeContext
+from pingr.probes.kind import Kind
+from pingr.probes.registry import KINDS, parse_spec
 from pingr.scheduler import Scheduler
 
 
 class HangSpec(TargetBase):
+    """A kind registered by these tests, as a new probe module would be (one registry line)."""
+
     type: Literal["hang"]
 
 
@@ -53,7 +56,7 @@ async def test_hard_timeout_bounds_a_probe_that_ignores_its_own():
     async def hang(target, ctx):
         await asyncio.sleep(3600)
 
-    PROBES["hang"] = hang
+    KINDS["hang"] = Kind(HangSpec, hang)
     try:
         results: list[Result] = []
         sched = Scheduler(results.append, ProbeContext(), stagger_seconds=0)
@@ -63,7 +66,7 @@ async def test_hard_timeout_bounds_a_probe_that_ignores_its_own():
         assert time.monotonic() - start < 1.0
         assert not result.success and result.error == "probe did not finish within 200 ms"
     finally:
-        del PROBES["hang"]
+        del KINDS["hang"]
 
 
 async def test_crashing_probe_becomes_a_failure_and_the_loop_goes_on():
@@ -74,7 +77,7 @@ async def test_crashing_probe_becomes_a_failure_and_the_loop_goes_on():
         calls += 1
         raise ValueError("bug in probe")
 
-    PROBES["hang"] = boom
+    KINDS["hang"] = Kind(HangSpec, boom)
     try:
         results: list[Result] = []
         sched = Scheduler(results.append, ProbeContext(), stagger_seconds=0)
@@ -82,7 +85,7 @@ async def test_crashing_probe_becomes_a_failure_and_the_loop_goes_on():
         await asyncio.sleep(1.3)
         await sched.stop()
     finally:
-        del PROBES["hang"]
+        del KINDS["hang"]
     assert calls == 2 and len(results) == 2
     assert results[0].error == "probe error: bug in probe"
 
@@ -98,14 +101,14 @@ async def test_concurrency_bound():
         running -= 1
         return Result(target.id, 0, True, 1)
 
-    PROBES["hang"] = slow
+    KINDS["hang"] = Kind(HangSpec, slow)
     try:
         sched = Scheduler(lambda r: None, ProbeContext(), max_concurrency=3, stagger_seconds=0)
         targets = [Target(i, str(i), HangSpec(type="hang", name=str(i), interval_seconds=5))
                    for i in range(10)]
         await asyncio.gather(*(sched.probe_once(t) for t in targets))
     finally:
-        del PROBES["hang"]
+        del KINDS["hang"]
     assert peak == 3
 
 

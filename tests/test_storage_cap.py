@@ -7,10 +7,11 @@ import sqlite3
 import pytest
 
 from pingr.config import ConfigError, parse_config
-from pingr.probes.icmp import IcmpTarget
 from pingr.models import Result
+from pingr.probes.icmp import IcmpTarget
+from pingr.storage.retention import CAP_HEADROOM
 from pingr.storage.rollup import DAY_MS, MINUTE_MS
-from pingr.store import CAP_HEADROOM, Store
+from pingr.store import Store
 
 NOW = 2000 * DAY_MS
 

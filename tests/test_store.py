@@ -12,9 +12,11 @@ import time
 
 import yaml
 
+from pingr.models import Alert, Result
 from pingr.probes.icmp import IcmpTarget
-from pingr.models import ID_SHIFT, Result
-from pingr.store import DELETE_BATCH, Store
+from pingr.storage.retention import DELETE_BATCH
+from pingr.storage.tables import ID_SHIFT
+from pingr.store import Store
 
 
 def open_store(tmp_path, **kw) -> Store:
@@ -267,9 +269,8 @@ def test_alert_reads_racing_commits_see_exactly_the_open_alert(tmp_path):
             store.flush()
 
     def alert(i, resolved=None):
-        return {"id": i, "target_id": "t", "target_name": "t", "opened_at": i,
-                "resolved_at": resolved, "acknowledged_at": None, "acknowledged_by": None,
-                "peak_failures": 1, "last_error": str(i)}
+        return Alert(i, "t", "t", opened_at=i, resolved_at=resolved, peak_failures=1,
+                     last_error=str(i))
 
     thread = threading.Thread(target=flusher)
     thread.start()

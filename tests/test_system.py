@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import psutil
 
@@ -11,7 +10,6 @@ from pingr.collectors.settings import ThresholdsConfig
 from pingr.collectors.system import DiskUsage, HostSample
 from pingr.collectors.thresholds import ThresholdWatcher
 from pingr.monitor import Monitor
-from pingr.store import Store
 from tests.conftest import make_config, running_app
 
 FAST = {"interval": "1s"}
@@ -82,30 +80,34 @@ def _sample(ts: int, disk_pct: float) -> HostSample:
     )
 
 
-def test_a_spike_does_not_alert_a_sustained_breach_does(tmp_path: Path):
-    store = Store(tmp_path / "t.db")
-    store.open()
-    try:
-        monitor = Monitor(store)
-        monitor.load([])
-        events = []
-        monitor.listeners.append(lambda e: events.append((e.type, e.target and e.target.id)))
-        watcher = ThresholdWatcher(monitor, ThresholdsConfig(disk={"above": 90, "for": "10s"}))
-        for ts, pct in [(0, 95), (4000, 95), (8000, 50), (9000, 97), (15000, 97)]:
-            watcher.on_sample(_sample(ts, pct))
-        assert monitor.state_of("system:disk:/").status == "up"  # never 10 s in a row
-        assert not events
-        watcher.on_sample(_sample(19000, 97))  # 10 s since the breach began at 9 s
-        state = monitor.state_of("system:disk:/")
-        assert state.status == "down" and "above 90%" in state.alert["last_error"]
-        assert events == [("target.down", "system:disk:/")]
-        watcher.on_sample(_sample(20000, 40))
-        assert monitor.state_of("system:disk:/").status == "up"
-        assert events[-1] == ("target.up", "system:disk:/")
-        # A monitor's staleness clock is for probes: collectors leave it alone.
-        assert monitor.last_result_ms is None
-    finally:
-        store.close()
+def test_a_spike_does_not_alert_a_sustained_breach_does():
+    monitor = Monitor()
+    events: list[tuple[str, str | None]] = []
+    watcher = ThresholdWatcher(ThresholdsConfig(disk={"above": 90, "for": "10s"}))
+
+    def feed(sample: HostSample) -> None:
+        """What the App does with a collector's findings."""
+        findings = watcher.findings(sample)
+        for target in findings.targets.values():
+            if monitor.state_of(target.id) is None:
+                monitor.set_target(target)
+        for result in findings.results:
+            change = monitor.process(result)
+            events.extend((e.type, e.target and e.target.id) for e in change.events)
+
+    for ts, pct in [(0, 95), (4000, 95), (8000, 50), (9000, 97), (15000, 97)]:
+        feed(_sample(ts, pct))
+    assert monitor.state_of("system:disk:/").status == "up"  # never 10 s in a row
+    assert not events
+    feed(_sample(19000, 97))  # 10 s since the breach began at 9 s
+    state = monitor.state_of("system:disk:/")
+    assert state.status == "down" and "above 90%" in state.alert.last_error
+    assert events == [("target.down", "system:disk:/")]
+    feed(_sample(20000, 40))
+    assert monitor.state_of("system:disk:/").status == "up"
+    assert events[-1] == ("target.up", "system:disk:/")
+    # A monitor's staleness clock is for probes: collectors leave it alone.
+    assert monitor.last_result_ms is None
 
 
 async def test_thresholds_alert_change_at_runtime_and_persist(tmp_path):

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from pingr.app import App
-from pingr.systemd import Notifier, notify_address, watchdog_seconds
+from pingr.server import Server
+from pingr.systemd import SdNotify, notify_address, watchdog_seconds
 from tests.conftest import make_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,8 +57,9 @@ class NotifySocket:
 async def serve(config: Any, env: dict[str, str]) -> AsyncIterator[App]:
     """A real App with the given environment (running_app always passes an empty one)."""
     app = App(config, env=env)
-    task = asyncio.create_task(app.serve())
-    waiter = asyncio.create_task(app.listening.wait())
+    server = Server(app)
+    task = asyncio.create_task(server.run())
+    waiter = asyncio.create_task(server.listening.wait())
     done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
@@ -65,7 +67,7 @@ async def serve(config: Any, env: dict[str, str]) -> AsyncIterator[App]:
     try:
         yield app
     finally:
-        app.request_stop()
+        server.request_stop()
         await asyncio.wait_for(task, 20)
 
 
@@ -91,17 +93,16 @@ def test_addresses_and_watchdog_environment() -> None:
 
 
 def test_notifier_without_systemd_is_a_no_op() -> None:
-    n = Notifier({})
+    n = SdNotify({})
     assert not n.enabled
     assert n.send("READY=1") is False
-    assert n.sent == []
 
 
 def test_notifier_reaches_an_abstract_socket() -> None:
     name = f"pingr-test-{uuid.uuid4().hex}"
     listener = NotifySocket(b"\0" + name.encode())
     try:
-        n = Notifier({"NOTIFY_SOCKET": "@" + name})
+        n = SdNotify({"NOTIFY_SOCKET": "@" + name})
         assert n.send("STATUS=hello")
         assert listener.seen("STATUS=hello")
         n.close()
@@ -142,18 +143,18 @@ async def test_watchdog_pings_stop_when_probes_stop_finishing(tmp_path, target_s
     try:
         async with serve(cfg, env) as app:
             await wait_for(lambda: listener.seen("WATCHDOG=1"))
-            # The probe loops die (as if wedged); the event loop and its 1 s timer keep running.
+            # The probe loops die (as if wedged); the event loop and its timer keep running.
             await app.scheduler.stop()
-            await wait_for(lambda: app.heartbeat is not None and not app.heartbeat.healthy, 10)
+            await wait_for(lambda: not app.liveness.verdict.healthy, 10)
             listener.drain()
             listener.messages.clear()
-            await asyncio.sleep(2.5)  # the _watch timer ticks twice more
+            await asyncio.sleep(4)  # the watchdog timer (a third of WatchdogSec) ticks again
             assert "WATCHDOG=1" not in listener.drain()
             # Probes come back: so do the pings.
             for target in app.targets.values():
                 app.scheduler.set(target)
             await wait_for(lambda: listener.seen("WATCHDOG=1"), 10)
-            assert app.heartbeat is not None and app.heartbeat.healthy
+            assert app.liveness.verdict.healthy
     finally:
         listener.close()
 

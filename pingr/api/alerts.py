@@ -15,7 +15,7 @@ router = APIRouter(tags=["alerts"])
 
 def alert_status_response(app, if_none_match: str | None) -> tuple[int, bytes, str]:
     """(status, body, etag) for /alert-status, from memory only."""
-    body, etag = app.monitor.alert_status()
+    body, etag = app.alert_status.render(app.monitor.snapshot())
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return 304, b"", etag
     return 200, body, etag

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
 from pingr.api.schemas import UtcTime, ts
+from pingr.notify.urls import check_url, load_apprise, mask_url
 
 router = APIRouter(tags=["notifications"])
 
@@ -80,15 +81,11 @@ class DeliveryOut(BaseModel):
 
 
 def notifier(app):
-    from pingr.events import find
-
-    return find(app, "notify")
+    return app.notifier
 
 
 async def check(url: str) -> str:
     """Validate an apprise URL off the event loop (the first use imports apprise)."""
-    from pingr.notify import check_url, load_apprise
-
     await load_apprise()
     try:
         return await asyncio.get_running_loop().run_in_executor(None, check_url, url)
@@ -97,8 +94,6 @@ async def check(url: str) -> str:
 
 
 def channel_out(ch) -> ChannelOut:
-    from pingr.notify import mask_url
-
     return ChannelOut(id=ch.id, name=ch.name, url=mask_url(ch.url), on=ch.on, targets=ch.targets,
                       tags=ch.tags, enabled=ch.enabled, source=ch.source)
 
@@ -121,8 +116,6 @@ def _check_names(app, names: list[str]) -> None:
             responses=errors(*AUTH_ERRORS))
 async def list_channels(app=Depends(get_app)) -> list[ChannelOut]:
     """Every channel, from pingr.yaml and the API; URLs are shown with credentials masked."""
-    from pingr.notify import load_apprise
-
     chans = sorted(notifier(app).channels.values(), key=lambda c: c.name.lower())
     if chans:
         await load_apprise()

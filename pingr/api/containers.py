@@ -10,12 +10,8 @@ from pydantic import BaseModel
 
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
-from pingr.collectors.docker import (
-    ContainerInfo,
-    ContainerNotFound,
-    DockerCollector,
-    DockerUnavailable,
-)
+from pingr.collectors.containers import ContainerInfo, ContainerNotFound, DockerUnavailable
+from pingr.collectors.docker import DockerCollector
 from pingr.timeutil import from_ms, rfc3339
 
 AppDep = Annotated[Any, Depends(get_app)]
@@ -71,7 +67,7 @@ def _out(d: DockerCollector, c: ContainerInfo) -> dict[str, Any]:
 
 def collector(app: AppDep) -> DockerCollector:
     """The Docker collector, or 503 with the reason it is not there."""
-    comp = next((c for c in app.components if c.name == "docker"), None)
+    comp = app.docker
     if comp is None:
         raise HTTPException(503, "Docker monitoring is off (docker.enabled is false, or 'auto' "
                                  f"found no socket at {app.config.docker.socket})")
@@ -147,7 +143,7 @@ async def container_action(
     timeout: Annotated[int, Query(ge=0, le=300, description="seconds before killing")] = 10,
 ) -> dict[str, Any]:
     """Restart, stop or start a container (admin)."""
-    import docker.errors
+    import docker.errors  # the SDK is loaded only where Docker is used
 
     info = _find(d, ref)
     try:

@@ -7,6 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
+from pingr.events import EVENT_TYPES
 
 router = APIRouter(tags=["events"])
 
@@ -21,8 +22,6 @@ async def events(types: str | None = Query(None, description="comma-separated ev
     """Server-Sent Events: target.check_result, target.down, target.up, alert.acknowledged,
     heartbeat.pinged, heartbeat.missed, … A client that reads too slowly is disconnected
     (it reconnects) rather than buffered without bound."""
-    from pingr.events import EVENT_TYPES, find
-
     wanted = None
     if types:
         wanted = frozenset(t.strip() for t in types.split(",") if t.strip())
@@ -30,13 +29,13 @@ async def events(types: str | None = Query(None, description="comma-separated ev
         if unknown:
             raise HTTPException(400, f"unknown event type {unknown[0]!r}: use "
                                      + ", ".join(EVENT_TYPES))
-    broker = find(app, "events")
+    broker = app.events
     sub = broker.subscribe(wanted)
     if sub is None:
         raise HTTPException(503, f"too many event stream clients (max {broker.max_clients})")
 
     def stopping() -> bool:
-        return app.server is not None and app.server.should_exit
+        return app.stopping
 
     return StreamingResponse(broker.stream(sub, stopping), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -32,7 +32,6 @@ def metrics_router(public: bool) -> APIRouter:
 
         Prometheus sends the key as `authorization: {credentials: <key>}` (Bearer).
         """
-        component = next(c for c in get_app(request).components if c.name == "metrics")
-        return Response(component.render(), media_type=CONTENT_TYPE)
+        return Response(get_app(request).metrics.render(), media_type=CONTENT_TYPE)
 
     return router

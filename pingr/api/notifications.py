@@ -23,7 +23,7 @@ def list_deliveries(state: State | None = Query(None), channel_id: int | None = 
                     app=Depends(get_app)) -> list[DeliveryOut]:
     """Recent deliveries, newest first, with their state (queued and retrying ones are the
     persistent retry queue)."""
-    rows = notifier(app).deliveries(parse_limit(limit), state, channel_id)
+    rows = notifier(app).log_rows(parse_limit(limit), state, channel_id)
     return [DeliveryOut.of(r.model_dump()) for r in rows]
 
 

@@ -11,6 +11,7 @@ from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, bad_request, errors, get_app
 from pingr.api.schemas import UtcTime, ts
 from pingr.outputs.config import SelectorConfig
+from pingr.outputs.manager import OutputState
 from pingr.timeutil import parse_duration
 
 router = APIRouter(tags=["hardware"])
@@ -58,37 +59,38 @@ class HardwareOut(BaseModel):
     board: str | None
     state: str = Field(description="ok, degraded, acknowledged, alert, stale or unhealthy")
     healthy: bool
+    problem: str | None = Field(description="why the outputs cannot switch (real pins "
+                                "unavailable), or null")
     quiet_hours: str | None
     buttons: list[ButtonOut]
 
 
-def _manager(app: Any) -> Any:
-    return next(c for c in app.components if c.name == "outputs")
-
-
-def _out(mgr: Any, name: str) -> OutputOut:
-    out = mgr.outputs[name]
+def _out(app: Any, state: OutputState) -> OutputOut:
+    out = app.outputs.outputs[state.name]
     cfg = out.config
-    multi = cfg.type in ("tower", "rgb_led")
-    when = cfg.drive
+    driven_by: Any = "state"
+    pattern = None
+    if not out.shows_states:
+        when = cfg.drive
+        driven_by = when.model_dump() if isinstance(when, SelectorConfig) else when
+        pattern = cfg.effective_pattern.model_dump(mode="json")
     return OutputOut(
-        name=name, type=cfg.type, pins=out.pins(), active_high=bool(cfg.active_high),
-        value=out.value,
-        driven_by="state" if multi else (
-            when.model_dump() if isinstance(when, SelectorConfig) else when),
-        pattern=None if multi else cfg.effective_pattern.model_dump(mode="json"),
-        active=mgr.active.get(name, False), audible=cfg.is_audible,
-        silenced=mgr.silenced.get(name) is not None, silenced_by=mgr.silenced.get(name),
-        testing=mgr.testing(name), safe_state=cfg.safe_state,
+        name=state.name, type=state.kind, pins=out.pins(), active_high=bool(cfg.active_high),
+        value=state.value, driven_by=driven_by, pattern=pattern, active=state.active,
+        audible=state.audible, silenced=state.silenced_by is not None,
+        silenced_by=state.silenced_by, testing=state.testing, safe_state=cfg.safe_state,
     )
+
+
+def _state(app: Any, name: str) -> OutputState:
+    return next(s for s in app.outputs.states() if s.name == name)
 
 
 @router.get("/outputs", response_model=list[OutputOut], dependencies=[require("read")],
             responses=errors(*AUTH_ERRORS))
 async def list_outputs(app: AppDep) -> list[OutputOut]:
     """Every configured output, what drives it, what it shows now, and whether it is silenced."""
-    mgr = _manager(app)
-    return [_out(mgr, name) for name in mgr.outputs]
+    return [_out(app, state) for state in app.outputs.states()]
 
 
 @router.post("/outputs/{name}/test", response_model=OutputOut, dependencies=[require("operate")],
@@ -100,7 +102,6 @@ async def test_output(name: str, app: AppDep, duration: Annotated[str | None, Qu
 
     Audible outputs chirp, and a `healthy` relay drops out for the duration (its alarm state).
     """
-    mgr = _manager(app)
     seconds = None
     if duration is not None:
         try:
@@ -109,20 +110,20 @@ async def test_output(name: str, app: AppDep, duration: Annotated[str | None, Qu
             raise bad_request(f"duration: {exc}") from None
         if not 0.05 <= seconds <= 60:
             raise bad_request("duration must be between 50ms and 60s")
-    if name not in mgr.outputs:
+    if name not in app.outputs.outputs:
         raise HTTPException(404, f"no output named {name!r}")
     try:
-        mgr.lamp_test([name], seconds)
+        app.lamp_test([name], seconds)
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
-    return _out(mgr, name)
+    return _out(app, _state(app, name))
 
 
 @router.get("/hardware", response_model=HardwareOut, dependencies=[require("read")],
             responses=errors(*AUTH_ERRORS))
 async def hardware(app: AppDep) -> HardwareOut:
     """The GPIO backend in use, the board profile, the appliance state, and the buttons."""
-    mgr = _manager(app)
+    mgr = app.outputs
     cfg = mgr.config
     backend = mgr.backend
     return HardwareOut(
@@ -133,7 +134,8 @@ async def hardware(app: AppDep) -> HardwareOut:
         backend_reason=backend.reason if backend else None,
         board=cfg.board,
         state=mgr.state,
-        healthy=mgr.healthy,
+        healthy=app.monitor.snapshot().healthy,
+        problem=mgr.problem,
         quiet_hours=cfg.quiet_hours,
         buttons=[ButtonOut(
             name=b.name, pin=int(b.config.pin), pressed=b.pressed, action=b.config.action,

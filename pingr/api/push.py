@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
 from pingr.api.schemas import UtcTime, ts
+from pingr.heartbeat import HeartbeatError
 
 #: Public: the token in the path is the credential, so these routes take no API key.
 ping_router = APIRouter(tags=["heartbeats"])
@@ -54,9 +55,7 @@ class HeartbeatOut(BaseModel):
 
 
 def book(app):
-    from pingr.events import find
-
-    return find(app, "heartbeats")
+    return app.heartbeats
 
 
 async def _body(request: Request, cap: int) -> bytes:
@@ -79,14 +78,12 @@ def _ip(app, request: Request) -> str:
 
 async def _ping(request: Request, app, token: str, kind: str, success: bool = True,
                 exit_code: int | None = None) -> JSONResponse:
-    from pingr.heartbeat import HeartbeatError
-
     hb = book(app)
     raw = await _body(request, hb.max_body) if request.method == "POST" else b""
     message = raw.decode("utf-8", "replace").strip() or None
     try:
-        out = hb.ping(token, kind, ip=_ip(app, request), success=success, message=message,
-                      exit_code=exit_code)
+        out = app.checkin(token, kind, ip=_ip(app, request), success=success, message=message,
+                          exit_code=exit_code)
     except HeartbeatError as exc:
         return JSONResponse({"detail": exc.detail}, exc.status, exc.headers)
     return JSONResponse(out)
@@ -134,8 +131,6 @@ async def ping_exit(request: Request, token: str = Token,
 async def push(request: Request, token: str = Token, app=Depends(get_app)) -> JSONResponse:
     """Public (the token is the credential). Optional JSON body
     `{"status": "up"|"down", "message": "…", "ping": ms}`; an empty body means up."""
-    from pingr.heartbeat import HeartbeatError
-
     hb = book(app)
     raw = await _body(request, hb.max_body)
     try:
@@ -147,9 +142,9 @@ async def push(request: Request, token: str = Token, app=Depends(get_app)) -> JS
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
         ) from None
     try:
-        out = hb.ping(token, "push", ip=_ip(app, request), success=body.status == "up",
-                      message=body.message,
-                      latency_ms=round(body.ping) if body.ping is not None else None)
+        out = app.checkin(token, "push", ip=_ip(app, request), success=body.status == "up",
+                          message=body.message,
+                          latency_ms=round(body.ping) if body.ping is not None else None)
     except HeartbeatError as exc:
         return JSONResponse({"detail": exc.detail}, exc.status, exc.headers)
     return JSONResponse(out)
@@ -157,7 +152,7 @@ async def push(request: Request, token: str = Token, app=Depends(get_app)) -> JS
 
 @router.get("/heartbeats", response_model=list[HeartbeatOut], dependencies=[require("admin")],
             responses=errors(*AUTH_ERRORS))
-def list_heartbeats(app=Depends(get_app)) -> list[HeartbeatOut]:
+async def list_heartbeats(app=Depends(get_app)) -> list[HeartbeatOut]:
     """Heartbeat targets with their tokens (admin only: a token lets anyone check in)."""
     hb = book(app)
     out = []

@@ -25,7 +25,7 @@ router = APIRouter(tags=["results"], dependencies=[require("read")])
 async def latest_by_target(app=Depends(get_app)) -> list[LatestOut]:
     """The newest result of every enabled target, from memory (on the loop); newest first."""
     out = []
-    for state in app.monitor.states.values():
+    for state in app.monitor.states():
         r = state.last
         if r is None or not state.target.enabled:
             continue

@@ -118,6 +118,10 @@ class HistoryBucketOut(BaseModel):
 class HealthOut(BaseModel):
     ok: bool
     db: str = Field(description="ok, or the last write error")
+    healthy: bool = Field(description="probes finish on time (the dead-man output and the "
+                          "systemd watchdog follow this)")
+    problems: list[str] = Field(description="what keeps the appliance from its whole job "
+                                "(e.g. GPIO outputs that cannot switch); empty when none")
     enabled_targets: int
     last_result_ts: UtcTime | None
     seconds_since_last_result: float | None
@@ -147,19 +151,18 @@ class AlertOut(BaseModel):
     last_error: str | None = None
 
     @classmethod
-    def of(cls, row: AlertRow | dict) -> AlertOut:
-        d = row if isinstance(row, dict) else row.model_dump()
+    def of(cls, alert: Alert) -> AlertOut:
         return cls(
-            id=d["id"],
-            target_id=d["target_id"],
-            target_name=d["target_name"],
-            state="resolved" if d["resolved_at"] else "open",
-            opened_at=from_ms(d["opened_at"]),
-            resolved_at=ts(d["resolved_at"]),
-            acknowledged_at=ts(d["acknowledged_at"]),
-            acknowledged_by=d["acknowledged_by"],
-            peak_failures=d["peak_failures"],
-            last_error=d.get("last_error"),
+            id=alert.id,
+            target_id=alert.target_id,
+            target_name=alert.target_name,
+            state="open" if alert.open else "resolved",
+            opened_at=from_ms(alert.opened_at),
+            resolved_at=ts(alert.resolved_at),
+            acknowledged_at=ts(alert.acknowledged_at),
+            acknowledged_by=alert.acknowledged_by,
+            peak_failures=alert.peak_failures,
+            last_error=alert.last_error,
         )
 
 

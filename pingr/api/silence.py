@@ -39,9 +39,7 @@ class SilenceOut(BaseModel):
 
 
 def silences(app):
-    from pingr.events import find
-
-    return find(app, "silences")
+    return app.silences
 
 
 def out(row: dict, now: int) -> SilenceOut:

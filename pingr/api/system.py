@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
 from pingr.collectors.system import HostSample
+from pingr.timeutil import from_ms, rfc3339
 
 AppDep = Annotated[Any, Depends(get_app)]
 
@@ -62,11 +63,10 @@ class SystemOut(BaseModel):
 
 
 def host(app: Any) -> Any:
-    """The host component (always present: pingr.components registers it)."""
-    comp = next((c for c in app.components if c.name == "host"), None)
-    if comp is None or comp.sampler.latest is None:
+    """The host collector, once it has a sample."""
+    if app.host.sampler.latest is None:
         raise HTTPException(503, "host metrics are not sampled yet")
-    return comp
+    return app.host
 
 
 def _latest(app: Any) -> HostSample:
@@ -74,8 +74,6 @@ def _latest(app: Any) -> HostSample:
 
 
 def _iso(ms: int) -> str:
-    from pingr.timeutil import from_ms, rfc3339
-
     return rfc3339(from_ms(ms)) or ""
 
 
@@ -85,7 +83,7 @@ def system(app: AppDep) -> SystemOut:
     """Hostname, uptime, CPU, memory, disks, network totals and container counts."""
     comp = host(app)
     s: HostSample = comp.sampler.latest
-    docker = comp.component("docker")
+    docker = app.docker
     counts = docker.counts() if docker is not None else \
         {"running": None, "stopped": None, "unhealthy": None}
     nics = [n for name, n in s.nics.items() if name != "lo"]
@@ -146,22 +144,15 @@ def system_pi(app: AppDep) -> dict[str, Any]:
     return _latest(app).pi.as_dict()
 
 
-def _host_any(app: Any) -> Any:
-    comp = next((c for c in app.components if c.name == "host"), None)
-    if comp is None:
-        raise HTTPException(503, "host metrics are off")
-    return comp
-
-
 @router.get("/alerts/config", tags=["alerts"], dependencies=[require("admin")],
-            responses=errors(503, *AUTH_ERRORS))
+            responses=errors(*AUTH_ERRORS))
 def get_alerts_config(app: AppDep) -> dict[str, Any]:
     """The host thresholds in force, and whether they come from the config file or a PUT."""
-    return _host_any(app).describe()
+    return app.host.describe()
 
 
 @router.put("/alerts/config", tags=["alerts"], dependencies=[require("admin")],
-            responses=errors(400, 503, *AUTH_ERRORS))
+            responses=errors(400, *AUTH_ERRORS))
 async def put_alerts_config(
     body: Annotated[dict[str, Any], Body(examples=[
         {"thresholds": {"cpu": 95, "disk": {"above": 80, "for": "5m"}, "memory": None}}])],
@@ -180,6 +171,6 @@ async def put_alerts_config(
     if not isinstance(changes, dict) or not changes:
         raise HTTPException(400, "thresholds: expected a non-empty object of settings")
     try:
-        return await _host_any(app).update(changes)
+        return await app.update_thresholds(changes)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
 from pingr.api.schemas import UtcTime, ts
+from pingr.webhooks import WEBHOOK_EVENTS
 
 router = APIRouter(tags=["webhooks"])
 
@@ -35,8 +36,6 @@ class WebhookIn(BaseModel):
     @field_validator("events")
     @classmethod
     def _events(cls, value: list[str]) -> list[str]:
-        from pingr.webhooks import WEBHOOK_EVENTS
-
         if not value:
             raise ValueError("give at least one event type (or \"*\")")
         for item in value:
@@ -70,9 +69,7 @@ class TestOut(BaseModel):
 
 
 def hooks(app):
-    from pingr.events import find
-
-    return find(app, "webhooks")
+    return app.webhooks
 
 
 def out(hook: dict, cls: type[WebhookOut] = WebhookOut) -> WebhookOut:

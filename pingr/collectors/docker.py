@@ -1,4 +1,5 @@
-"""Docker containers via the docker SDK: cache, event stream, resync, reconnect, alert sources."""
+"""Docker containers via the docker SDK: a cache kept current by the event stream, resyncs
+through the scheduler, and the containers expected to run as targets of the alert engine."""
 
 from __future__ import annotations
 
@@ -7,176 +8,54 @@ import contextlib
 import logging
 import os
 import threading
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from typing import Any
 
-from pingr.collectors.source import feed, make_target
-from pingr.timeutil import format_duration, now_ms, parse_timestamp, to_ms
-
-if TYPE_CHECKING:
-    from pingr.app import App
-    from pingr.settings import DockerConfig
+from pingr.collectors.container_rules import ContainerRules
+from pingr.collectors.containers import (
+    ContainerInfo,
+    ContainerNotFound,
+    DockerUnavailable,
+    logs_since,
+    socket_path,
+    summarize_stats,
+)
+from pingr.collectors.source import Findings, make_target
+from pingr.models import Result
+from pingr.settings import DockerConfig
 
 log = logging.getLogger(__name__)
 
-MONITOR_LABEL = "pingr.monitor"
-COMPOSE_PROJECT = "com.docker.compose.project"
-COMPOSE_SERVICE = "com.docker.compose.service"
 #: Longest pause between reconnection attempts while the engine is away.
 RECONNECT_MAX = 5.0
-#: How often time-based rules (grace, crash-loop window) are re-checked between events.
-TICK = 1.0
-_NOT_RUNNING = {"exited", "dead", "created", "paused", "removing", "restarting"}
-
-
-class DockerUnavailable(Exception):
-    """The engine cannot be reached (stopped, socket gone, permission denied)."""
-
-
-class ContainerNotFound(Exception):
-    """No container with that id or name."""
-
-
-def _ms(value: str | None) -> int | None:
-    """Docker's RFC 3339 nanosecond timestamps to epoch ms; its zero time means 'never'."""
-    if not value or value.startswith("0001-"):
-        return None
-    text = value.replace("Z", "+00:00")
-    if "." in text:  # Python parses at most microseconds
-        head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
-    try:
-        return to_ms(datetime.fromisoformat(text))
-    except ValueError:
-        return None
-
-
-def _ago(ms: int | None, now: int) -> str:
-    if ms is None:
-        return ""
-    seconds = max(0, (now - ms) // 1000)
-    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
-        if seconds >= size:
-            n = seconds // size
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return "less than a second"
-
-
-@dataclass
-class ContainerInfo:
-    """What the cache keeps about one container (from `docker inspect`)."""
-
-    id: str
-    name: str
-    image: str
-    state: str
-    health: str | None
-    created: int | None
-    started_at: int | None
-    finished_at: int | None
-    exit_code: int | None
-    restart_count: int
-    restart_policy: str | None
-    labels: dict[str, str] = field(default_factory=dict)
-    health_output: str | None = None
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
-
-    @property
-    def compose_project(self) -> str | None:
-        return self.labels.get(COMPOSE_PROJECT)
-
-    @property
-    def compose_service(self) -> str | None:
-        return self.labels.get(COMPOSE_SERVICE)
-
-    @classmethod
-    def from_inspect(cls, attrs: dict[str, Any]) -> ContainerInfo:
-        """Build from the engine's inspect document."""
-        state = attrs.get("State") or {}
-        config = attrs.get("Config") or {}
-        health = state.get("Health") or {}
-        logs = health.get("Log") or []
-        return cls(
-            id=attrs["Id"],
-            name=(attrs.get("Name") or "").lstrip("/"),
-            image=config.get("Image") or attrs.get("Image", ""),
-            state=state.get("Status", "unknown"),
-            health=health.get("Status"),
-            created=_ms(attrs.get("Created")),
-            started_at=_ms(state.get("StartedAt")),
-            finished_at=_ms(state.get("FinishedAt")),
-            exit_code=state.get("ExitCode"),
-            restart_count=int(attrs.get("RestartCount") or 0),
-            restart_policy=((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
-            or None,
-            labels=dict(config.get("Labels") or {}),
-            health_output=(logs[-1].get("Output") or "").strip()[:500] if logs else None,
-        )
-
-    def status_text(self, now: int) -> str:
-        """Like `docker ps`'s STATUS column: 'Up 5 minutes (healthy)', 'Exited (1) 2 hours ago'."""
-        if self.state == "running":
-            text = f"Up {_ago(self.started_at, now)}"
-            return f"{text} ({self.health})" if self.health else text
-        if self.state in ("exited", "dead"):
-            ago = _ago(self.finished_at, now)
-            return f"{self.state.capitalize()} ({self.exit_code}) {ago} ago" if ago else \
-                f"{self.state.capitalize()} ({self.exit_code})"
-        if self.state == "restarting":
-            ago = _ago(self.finished_at, now)
-            return f"Restarting ({self.exit_code}) {ago} ago" if ago else "Restarting"
-        return self.state.capitalize()
-
-
-def _since_param(value: str | None) -> datetime | None:
-    """`since` for logs: an RFC 3339 time, epoch seconds, or a duration back from now (10m)."""
-    if not value:
-        return None
-    from pingr.timeutil import from_ms, parse_duration
-
-    try:
-        return from_ms(now_ms() - int(parse_duration(value) * 1000))
-    except ValueError:
-        pass
-    return parse_timestamp(value)
 
 
 class DockerCollector:
     """Keeps a cache of containers current and turns expected-running ones into targets.
 
-    The engine is followed through its event stream (changes are seen within a second) with a
-    full resync every `resync` seconds; when the engine goes away the collector says so
-    (`available`, `error`), keeps the last known targets, and reconnects with backoff.
-    All SDK calls run on worker threads.
+    The engine is followed through its event stream (changes are seen within a second); a
+    full resync runs every `resync` seconds as a scheduler job. When the engine goes away the
+    collector says so (`available`, `error`), keeps the last known targets, and reconnects
+    with backoff. Findings go to `submit` (the App feeds them to the monitor). All SDK calls
+    run on worker threads.
     """
 
-    name = "docker"
-
-    def __init__(self, app: App, cfg: DockerConfig) -> None:
-        self.app = app
-        self.monitor = app.monitor
+    def __init__(self, cfg: DockerConfig, clock_ms: Callable[[], int],
+                 submit: Callable[[Findings], None]) -> None:
         self.cfg = cfg
-        self.clock_ms = app.clock_ms
-        self.routers: list[Any] = []
+        self.clock_ms = clock_ms
+        self.submit = submit
+        self.rules = ContainerRules(cfg)
         self.available = False
         self.error: str | None = "not connected yet"
         self.containers: dict[str, ContainerInfo] = {}
         self.client: Any = None
-        #: container name -> epoch ms of each restart seen within the crash-loop window
-        self.restarts: dict[str, deque[int]] = {}
-        self._restart_counts: dict[str, tuple[str, int]] = {}
-        self._bad_since: dict[str, int] = {}
         self._fed: dict[str, tuple[bool, str | None]] = {}
         self.registered: set[str] = set()
         self._stream: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock: asyncio.Lock | None = None
         self._stopping = False
         self.reconnect_max = RECONNECT_MAX
         #: Set while connected; tests and callers can await a (re)connection.
@@ -184,11 +63,17 @@ class DockerCollector:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Adopt open container alerts, try a first connection (bounded), follow in background."""
-        for alert in self.app.store.open_alerts():
-            if alert.target_id.startswith("container:"):
-                self._register(alert.target_id)  # keeps the alert open across our restart
+    async def start(self, open_alert_targets: list[str]) -> None:
+        """Keep the targets of open container alerts (so they stay open across our restart),
+        try a first connection (bounded), then follow the engine in the background."""
+        self._lock = asyncio.Lock()
+        kept = Findings("docker", partial=True)
+        for target_id in open_alert_targets:
+            if target_id.startswith("container:"):
+                self.registered.add(target_id)
+                kept.add(make_target(target_id, "container", ["docker"]))
+        if kept.targets:
+            self.submit(kept)
         try:
             await asyncio.wait_for(self._connect(), 5.0)
         except Exception as exc:  # noqa: BLE001 - any failure only means "not yet"
@@ -198,6 +83,8 @@ class DockerCollector:
     async def stop(self) -> None:
         """Stop following the engine; close the stream and the client."""
         self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
         self._close_stream()
         if self._task is not None:
             self._task.cancel()
@@ -205,6 +92,14 @@ class DockerCollector:
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.client.close)
+
+    async def resync(self) -> None:
+        """The scheduler's periodic job: re-read every container (catches missed events)."""
+        if self.available:
+            try:
+                await self._resync(force=True)
+            except Exception as exc:  # noqa: BLE001 - the engine went away: the follower sees it
+                log.debug("Docker resync failed: %s", exc)
 
     # ------------------------------------------------------------------ connection
 
@@ -217,7 +112,7 @@ class DockerCollector:
         if self.client is None:
             self.client = await asyncio.to_thread(self._new_client)
         await asyncio.to_thread(self.client.ping)
-        await self._resync()
+        await self._resync(force=True)
         if not self.available:
             log.info("Docker engine connected at %s (%d containers)", self.cfg.socket,
                      len(self.containers))
@@ -249,7 +144,7 @@ class DockerCollector:
             delay = min(delay * 2, self.reconnect_max)
 
     async def _follow(self) -> None:
-        """Process events until the stream ends; resync periodically; tick the time rules."""
+        """Process events until the stream ends."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
         stream = await asyncio.to_thread(
@@ -268,26 +163,15 @@ class DockerCollector:
 
         threading.Thread(target=pump, name="docker-events", daemon=True).start()
         # Events that happened between the resync and the stream opening would be lost.
-        await self._resync()
-        next_resync = loop.time() + self.cfg.resync
+        await self._resync(force=True)
         try:
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), TICK)
-                except TimeoutError:
-                    item = False  # type: ignore[assignment]
+                item = await queue.get()
                 if item is None:
                     raise DockerUnavailable("the Docker engine closed the event stream")
                 if isinstance(item, BaseException):
                     raise DockerUnavailable(f"event stream failed: {item}")
-                if item:
-                    await self._on_event(item)
-                if loop.time() >= next_resync:
-                    await self._resync()
-                    next_resync = loop.time() + self.cfg.resync
-                    self._evaluate_all(force=True)
-                else:
-                    self._evaluate_all()
+                await self._on_event(item)
         finally:
             self._close_stream()
 
@@ -310,106 +194,80 @@ class DockerCollector:
                     raise
         return out
 
-    async def _resync(self) -> None:
-        containers = await asyncio.to_thread(self._inspect_all)
-        self.containers = containers
-        for info in containers.values():
-            self._note_restarts(info)
-        self._evaluate_all(force=True)
+    async def _resync(self, force: bool = False) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            containers = await asyncio.to_thread(self._inspect_all)
+            self.containers = containers
+            now = self.clock_ms()
+            for info in containers.values():
+                self.rules.note_restarts(info, now)
+            self._evaluate_all(force)
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         action = str(event.get("Action") or event.get("status") or "")
         cid = (event.get("Actor") or {}).get("ID") or event.get("id")
         if not cid or action.startswith("exec_"):
             return
-        if action == "destroy":
-            self.containers.pop(cid, None)
-        else:
-            try:
-                attrs = await asyncio.to_thread(self.client.api.inspect_container, cid)
-            except Exception as exc:
-                if getattr(exc, "status_code", None) != 404:
-                    raise
+        assert self._lock is not None
+        async with self._lock:
+            if action == "destroy":
                 self.containers.pop(cid, None)
             else:
-                info = ContainerInfo.from_inspect(attrs)
-                self.containers[cid] = info
-                self._note_restarts(info)
-        self._evaluate_all()
+                try:
+                    attrs = await asyncio.to_thread(self.client.api.inspect_container, cid)
+                except Exception as exc:
+                    if getattr(exc, "status_code", None) != 404:
+                        raise
+                    self.containers.pop(cid, None)
+                else:
+                    info = ContainerInfo.from_inspect(attrs)
+                    self.containers[cid] = info
+                    self.rules.note_restarts(info, self.clock_ms())
+            self._evaluate_all()
 
-    def _note_restarts(self, info: ContainerInfo) -> None:
-        """Count restarts by the engine's restart policy (RestartCount grows by one each)."""
-        prev = self._restart_counts.get(info.name)
-        self._restart_counts[info.name] = (info.id, info.restart_count)
-        if prev is None or prev[0] != info.id or info.restart_count <= prev[1]:
-            return  # first sight, a re-created container, or nothing new
-        now = self.clock_ms()
-        seen = self.restarts.setdefault(info.name, deque(maxlen=1000))
-        seen.extend([now] * (info.restart_count - prev[1]))
-
-    # ------------------------------------------------------------------ alert sources
+    # ------------------------------------------------------------------ findings
 
     def by_name(self) -> dict[str, ContainerInfo]:
         return {c.name: c for c in self.containers.values()}
 
     def expected(self, info: ContainerInfo) -> bool:
         """Is this container expected to be running (watched)?"""
-        label = info.labels.get(MONITOR_LABEL, "").strip().lower()
-        if label in ("false", "0", "no"):
-            return False
-        return (self.cfg.monitor == "all" or label in ("true", "1", "yes")
-                or info.name in self.cfg.containers)
-
-    def verdict(self, name: str, info: ContainerInfo | None, now: int) -> tuple[bool, str | None]:
-        """(success, error) of one watched container right now."""
-        if info is None:
-            self._bad_since.pop(name, None)
-            return False, "container not found"
-        window = self.cfg.crash_loop.window * 1000
-        seen = self.restarts.get(name)
-        while seen and now - seen[0] > window:
-            seen.popleft()
-        if seen and len(seen) >= self.cfg.crash_loop.restarts:
-            return False, (f"crash loop: restarted {len(seen)} times in "
-                           f"{format_duration(self.cfg.crash_loop.window)}")
-        if info.state == "running":
-            self._bad_since.pop(name, None)
-            if info.health == "unhealthy":
-                detail = f": {info.health_output}" if info.health_output else ""
-                return False, f"unhealthy{detail}"
-            return True, None
-        since = self._bad_since.setdefault(name, now)
-        if info.state in _NOT_RUNNING and now - since >= self.cfg.grace * 1000:
-            code = f" (exit code {info.exit_code})" if info.state in ("exited", "dead") else ""
-            return False, f"{info.state}{code}"
-        return True, None  # stopped only briefly (a restart): not a problem yet
-
-    def _register(self, target_id: str) -> None:
-        if target_id not in self.registered:
-            self.monitor.set_target(make_target(target_id, "container", ["docker"]))
-            self.registered.add(target_id)
+        return self.rules.expected(info)
 
     def _evaluate_all(self, force: bool = False) -> None:
+        """Verdicts of every watched container; what changed (or all, with `force`) is
+        submitted. Arms a timer for the next moment a verdict can change by itself."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         now = self.clock_ms()
         names = self.by_name()
         watched = {n for n, info in names.items() if self.expected(info)} | set(self.cfg.containers)
         wanted = {f"container:{n}" for n in watched}
+        findings = Findings("docker")
         for gone in self.registered - wanted:
             # Removed (or no longer labelled): nothing is expected of it any more.
-            self.registered.discard(gone)
             self._fed.pop(gone, None)
-            self._bad_since.pop(gone.removeprefix("container:"), None)
-            self.monitor.remove(gone)
+            self.rules.forget(gone.removeprefix("container:"))
+        self.registered = set(wanted)
         for name in sorted(watched):
             target_id = f"container:{name}"
-            self._register(target_id)
-            verdict = self.verdict(name, names.get(name), now)
+            info = names.get(name)
+            verdict = self.rules.verdict(name, info, now)
+            result = None
             if force or self._fed.get(target_id) != verdict:
                 self._fed[target_id] = verdict
-                info = names.get(name)
                 metrics = None if info is None else {"state": info.state, "health": info.health,
                                                      "restart_count": info.restart_count}
-                feed(self.monitor, target_id, now, verdict[0], verdict[1], metrics)
+                result = Result(target_id, now, verdict[0], error=verdict[1], metrics=metrics)
+            findings.add(make_target(target_id, "container", ["docker"]), result)
+        self.submit(findings)
+        deadline = self.rules.next_deadline()
+        if deadline is not None and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, (deadline - now) / 1000) + 0.01,
+                                          self._evaluate_all)
 
     # ------------------------------------------------------------------ API helpers
 
@@ -466,7 +324,7 @@ class DockerCollector:
         """The last `lines` lines (stdout and stderr), at most `max_bytes` of the newest."""
         info = self.find(ref)
         kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "tail": lines}
-        when = _since_param(since)
+        when = logs_since(since)
         if when is not None:
             kwargs["since"] = when
         data = await self._call(self.client.api.logs, info.id, **kwargs)
@@ -488,56 +346,19 @@ class DockerCollector:
         log.info("container %s: %s requested through the API", info.name, verb)
         fresh = ContainerInfo.from_inspect(await self._call(api.inspect_container, info.id))
         self.containers[fresh.id] = fresh
-        self._note_restarts(fresh)
+        self.rules.note_restarts(fresh, self.clock_ms())
         self._evaluate_all()
         return fresh
 
 
-def summarize_stats(raw: dict[str, Any]) -> dict[str, Any]:
-    """CPU % (as `docker stats` computes it), memory and network totals from one sample."""
-    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
-    cpu_delta = ((cpu.get("cpu_usage") or {}).get("total_usage", 0)
-                 - (pre.get("cpu_usage") or {}).get("total_usage", 0))
-    sys_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
-    percpu = (cpu.get("cpu_usage") or {}).get("percpu_usage") or []
-    cpus = cpu.get("online_cpus") or len(percpu) or 1
-    cpu_percent = round(cpu_delta / sys_delta * cpus * 100, 2) if sys_delta > 0 and cpu_delta >= 0 \
-        else None
-    mem = raw.get("memory_stats") or {}
-    memory = None
-    if "usage" in mem:
-        stats = mem.get("stats") or {}
-        # Page cache is reclaimable: `docker stats` subtracts it, and so do we.
-        cache = stats.get("total_inactive_file", stats.get("inactive_file", 0))
-        used = max(0, mem["usage"] - cache)
-        limit = mem.get("limit") or 0
-        memory = {"usage_bytes": used, "limit_bytes": limit,
-                  "percent": round(used * 100 / limit, 2) if limit else None}
-    nets = raw.get("networks")
-    network = None
-    if nets is not None:
-        network = {"rx_bytes": sum(n.get("rx_bytes", 0) for n in nets.values()),
-                   "tx_bytes": sum(n.get("tx_bytes", 0) for n in nets.values())}
-    return {"cpu_percent": cpu_percent, "memory": memory, "network": network}
-
-
-def socket_path(url: str) -> str | None:
-    """The filesystem path of a unix:// socket URL (None for tcp:// and others)."""
-    parts = urlsplit(url)
-    if parts.scheme in ("unix", "http+unix", ""):
-        return parts.path or None
-    return None
-
-
-def docker_component(app: App) -> DockerCollector | None:
-    """Factory for pingr.components: on when enabled, or with `auto` when the socket exists."""
-    cfg = app.config.docker
+def docker_wanted(cfg: DockerConfig) -> bool:
+    """On when enabled, or with `auto` when the socket exists."""
     if cfg.enabled is False:
-        return None
+        return False
     if cfg.enabled == "auto":
         path = socket_path(cfg.socket)
         if path is not None and not os.path.exists(path):
             log.info("Docker socket %s not found: container monitoring is off (docker.enabled: "
                      "auto)", path)
-            return None
-    return DockerCollector(app, cfg)
+            return False
+    return True

@@ -1,25 +1,24 @@
-"""Synthetic targets: how a collector's findings become targets of the same alert engine."""
+"""How a collector's findings become targets and results of the same alert engine."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from pingr.configbase import TargetBase
 from pingr.models import Result, Target
 
-if TYPE_CHECKING:
-    from pingr.monitor import Monitor
-
-#: Collector targets are fed by their collector, never by the scheduler. The longest interval
-#: keeps them out of the monitor's staleness rule, which is about the probe pipeline.
+#: Collector targets are fed by their collector, never probed one by one. The longest interval
+#: keeps them out of any interval-based rule.
 SYNTHETIC_INTERVAL = 86400
 
 
 class CollectorTarget(TargetBase):
-    """The spec of a collector's target (not a user-facing target type)."""
+    """The spec of a collector's target (not a user-facing target kind)."""
 
+    probed: ClassVar[bool] = False
     type: Literal["system", "pi", "container"]
     interval_seconds: int = Field(SYNTHETIC_INTERVAL, ge=1, le=86400)
     # The collector decides when a condition has lasted long enough (`for`, grace), so one
@@ -29,15 +28,26 @@ class CollectorTarget(TargetBase):
 
 def make_target(target_id: str, kind: Literal["system", "pi", "container"],
                 tags: list[str] | None = None) -> Target:
-    """A synthetic Target; pk=0 means the monitor keeps no raw results for it."""
+    """A collector's target: no row in the targets table (pk 0), no raw history."""
     spec = CollectorTarget(type=kind, name=target_id[:100], tags=tags or [kind])
     return Target(pk=0, id=target_id, spec=spec, source="collector")
 
 
-def feed(monitor: Monitor, target_id: str, ts: int, success: bool, error: str | None = None,
-         metrics: dict[str, Any] | None = None) -> None:
-    """Hand one finding to the monitor as a Result.
+@dataclass
+class Findings:
+    """What one collector run found: the whole set of its targets now, and their results.
 
-    Synthetic targets do not count for staleness.
+    Targets of this source that are not in `targets` any more are gone (a threshold switched
+    off, a container removed); the App removes them from the monitor.
     """
-    monitor.process(Result(target_id, ts, success, error=error, metrics=metrics))
+
+    source: str
+    targets: dict[str, Target] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+    #: Only add targets, never remove (a start before the first sample: adopted alerts).
+    partial: bool = False
+
+    def add(self, target: Target, result: Result | None = None) -> None:
+        self.targets[target.id] = target
+        if result is not None:
+            self.results.append(result)

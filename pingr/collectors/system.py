@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from pingr.collectors.pi import PiHealth, PiReader
+from pingr.timeutil import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -138,25 +139,21 @@ def _unlisted_root() -> DiskUsage | None:
 
 
 class HostSampler:
-    """Reads psutil (and the Pi's kernel files) every `interval` seconds off the event loop.
+    """Reads psutil (and the Pi's kernel files) off the event loop when the scheduler says.
 
     Readers (API routes, thresholds) only look at `latest`; nothing here blocks a request.
     """
 
     def __init__(self, interval: float = 5.0, *, mounts: list[str] | None = None,
                  pi: PiReader | None = None, clock_ms: Callable[[], int] | None = None) -> None:
-        from pingr.timeutil import now_ms
-
         self.interval = interval
         self.mounts = list(mounts or ["/"])
         self.pi = pi or PiReader("/")
         self.clock_ms = clock_ms or now_ms
         self.latest: HostSample | None = None
-        self.listeners: list[Callable[[HostSample], None]] = []
         self.hostname = socket.gethostname()
         self._primed = False
         self._prev_net: tuple[float, dict[str, Any]] | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def uptime(self) -> float:
         """Seconds since the machine booted."""
@@ -228,35 +225,7 @@ class HostSampler:
         )
 
     async def sample(self) -> HostSample:
-        """Take a sample now (off the loop), publish it to `latest` and the listeners."""
+        """Take a sample now (off the loop) and keep it as `latest`."""
         sample = await asyncio.to_thread(self.collect)
         self.latest = sample
-        for listener in list(self.listeners):
-            try:
-                listener(sample)
-            except Exception:  # one broken reader must not stop sampling
-                log.exception("host sample listener %r failed", listener)
         return sample
-
-    async def start(self) -> None:
-        """First sample now (primes the CPU counters), then every `interval` in the background."""
-        await self.sample()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="host-sampler")
-
-    async def _run(self) -> None:
-        # The first CPU figure needs a window: take it after at most a second.
-        delay = min(self.interval, 1.0)
-        while True:
-            await asyncio.sleep(delay)
-            delay = self.interval
-            try:
-                await self.sample()
-            except Exception:
-                log.exception("host sampling failed")
-
-    async def stop(self) -> None:
-        """Stop the background task."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None

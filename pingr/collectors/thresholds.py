@@ -1,25 +1,24 @@
-"""Host thresholds as alert sources, and the host component (sampler, Pi, thresholds, routes)."""
+"""Host thresholds as alert sources, and the host collector (sampler, Pi, thresholds)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
-from pingr.storage.tables import CollectorSettingRow
 from pingr.collectors.pi import PiReader
 from pingr.collectors.settings import Limit, Switch, ThresholdsConfig
-from pingr.collectors.source import feed, make_target
+from pingr.collectors.source import Findings, make_target
 from pingr.collectors.system import HostSample, HostSampler
+from pingr.models import Result
+from pingr.storage.tables import CollectorSettingRow
+from pingr.store import Store
 from pingr.timeutil import format_duration, from_ms, rfc3339
-
-if TYPE_CHECKING:
-    from pingr.app import App
-    from pingr.monitor import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -67,33 +66,28 @@ def readings(sample: HostSample, t: ThresholdsConfig) -> list[Reading]:
 class ThresholdWatcher:
     """Turns samples into results of synthetic targets; a breach must last `for` to fail."""
 
-    def __init__(self, monitor: Monitor, settings: ThresholdsConfig) -> None:
-        self.monitor = monitor
+    def __init__(self, settings: ThresholdsConfig) -> None:
         self.settings = settings
         #: target id -> ts (ms) of the first sample of the current breach
         self.breach_since: dict[str, int] = {}
-        self.registered: set[str] = set()
 
     def apply(self, settings: ThresholdsConfig) -> None:
         """New thresholds (PUT /alerts/config); targets no longer configured go away."""
         self.settings = settings
 
-    def on_sample(self, sample: HostSample) -> None:
-        """Evaluate every threshold against a sample and feed the monitor."""
+    def findings(self, sample: HostSample) -> Findings:
+        """Every threshold evaluated against a sample: its targets and their results."""
+        out = Findings("host")
         current = readings(sample, self.settings)
         ids = {r.target_id for r in current}
-        for gone in self.registered - ids:
+        for gone in set(self.breach_since) - ids:
             # Switched off (or its sensor vanished): its target and any open alert go with it.
-            self.registered.discard(gone)
             self.breach_since.pop(gone, None)
-            self.monitor.remove(gone)
         for r in current:
-            if r.target_id not in self.registered:
-                self.monitor.set_target(make_target(r.target_id, r.kind))  # type: ignore[arg-type]
-                self.registered.add(r.target_id)
-            self._evaluate(r, sample.ts_ms)
+            out.add(make_target(r.target_id, r.kind), self._evaluate(r, sample.ts_ms))  # type: ignore[arg-type]
+        return out
 
-    def _evaluate(self, r: Reading, ts: int) -> None:
+    def _evaluate(self, r: Reading, ts: int) -> Result:
         setting = r.setting
         if r.value is None:
             breached, text = True, f"{r.label}: not mounted"
@@ -104,13 +98,12 @@ class ThresholdWatcher:
             breached, text = bool(r.value), f"{r.label} reported by the firmware"
         if not breached:
             self.breach_since.pop(r.target_id, None)
-            feed(self.monitor, r.target_id, ts, True, metrics=self._metrics(r))
-            return
+            return Result(r.target_id, ts, True, metrics=self._metrics(r))
         since = self.breach_since.setdefault(r.target_id, ts)
         sustained = ts - since >= setting.for_ * 1000
         error = f"{text} for {format_duration(setting.for_)}" if sustained else None
         # Within `for` the breach is only pending: the target stays up, a spike never alerts.
-        feed(self.monitor, r.target_id, ts, not sustained, error, self._metrics(r))
+        return Result(r.target_id, ts, not sustained, error=error, metrics=self._metrics(r))
 
     @staticmethod
     def _metrics(r: Reading) -> dict[str, Any]:
@@ -124,36 +117,32 @@ def section_hash(settings: ThresholdsConfig) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-class HostComponent:
-    """Host metrics, Pi health and thresholds; also mounts the system and container routes."""
+class HostCollector:
+    """Host metrics, Pi health and thresholds: one sample per scheduler run, as findings."""
 
-    name = "host"
-
-    def __init__(self, app: App) -> None:
-        from pingr.api import containers as containers_api
-        from pingr.api import system as system_api
-
-        self.app = app
-        self.file_settings: ThresholdsConfig = app.config.alerts.thresholds
-        self.settings = self.file_settings
+    def __init__(self, thresholds: ThresholdsConfig, store: Store,
+                 clock_ms: Callable[[], int]) -> None:
+        self.store = store
+        self.clock_ms = clock_ms
+        self.file_settings: ThresholdsConfig = thresholds
+        self.settings = thresholds
         self.source = "config"
         self.updated_at: int | None = None
         self.sampler = HostSampler(self.settings.interval, mounts=self.settings.mounts,
-                                   pi=PiReader("/"), clock_ms=app.clock_ms)
-        self.watcher = ThresholdWatcher(app.monitor, self.settings)
-        self.sampler.listeners.append(self.watcher.on_sample)
-        self.routers = [system_api.router, containers_api.router]
+                                   pi=PiReader("/"), clock_ms=clock_ms)
+        self.watcher = ThresholdWatcher(self.settings)
 
-    async def start(self) -> None:
-        """Load runtime thresholds, take the first sample (registers targets), keep sampling."""
-        self._load_override()
-        await self.sampler.start()
+    @property
+    def interval(self) -> float:
+        return self.settings.interval
 
-    async def stop(self) -> None:
-        await self.sampler.stop()
+    async def collect(self) -> Findings:
+        """Take a sample and evaluate every threshold against it."""
+        return self.watcher.findings(await self.sampler.sample())
 
-    def _load_override(self) -> None:
-        with self.app.store.session() as s:
+    def load_override(self) -> None:
+        """Thresholds changed at run time (PUT /alerts/config), unless the file changed since."""
+        with self.store.session() as s:
             row = s.get(CollectorSettingRow, SETTINGS_KEY)
         if row is None:
             return
@@ -179,10 +168,11 @@ class HostComponent:
         return {"thresholds": self.settings.model_dump(mode="json", by_alias=True),
                 "source": self.source, "updated_at": updated}
 
-    async def update(self, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update(self, changes: dict[str, Any]) -> Findings | None:
         """Change some thresholds at run time, persist them, re-evaluate at once.
 
-        Raises ValueError with a readable message on invalid input (nothing changes then).
+        Returns the new findings (None before the first sample). Raises ValueError with a
+        readable message on invalid input (nothing changes then).
         """
         merged = {**self.settings.model_dump(by_alias=True), **changes}
         try:
@@ -192,7 +182,7 @@ class HostComponent:
                 "thresholds."
                 f"{'.'.join(str(p) for p in e['loc'] if not str(p).startswith('function-'))}: "
                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())) from None
-        ts = self.app.clock_ms()
+        ts = self.clock_ms()
         value = json.dumps(new.model_dump(mode="json", by_alias=True))
         base = section_hash(self.file_settings)
 
@@ -205,23 +195,12 @@ class HostComponent:
                 row.value, row.base_hash, row.updated_at = value, base, ts
             s.add(row)
 
-        await self.app.store.write(save)
+        await self.store.write(save)
         self._use(new, "runtime", ts)
         log.info("alert thresholds changed at run time: %s", ", ".join(sorted(changes)))
-        if self.sampler.latest is not None:
-            if any(m not in {d.mount for d in self.sampler.latest.disks} for m in new.mounts):
-                await self.sampler.sample()  # a newly watched mount needs a reading
-            else:
-                self.watcher.on_sample(self.sampler.latest)
-        return self.describe()
-
-    def component(self, name: str) -> Any:
-        """Another component by name (the routes find the Docker collector this way)."""
-        return next((c for c in self.app.components if c.name == name), None)
-
-
-def host_component(app: App) -> HostComponent:
-    """Factory for pingr.components: host metrics are always on (thresholds may be null)."""
-    return HostComponent(app)
-
-
+        latest = self.sampler.latest
+        if latest is None:
+            return None
+        if any(m not in {d.mount for d in latest.disks} for m in new.mounts):
+            return await self.collect()  # a newly watched mount needs a reading
+        return self.watcher.findings(latest)

@@ -22,6 +22,14 @@ def board_model(model_file: Path = MODEL_FILE) -> str | None:
         return None
 
 
+class PinsUnavailable(Exception):
+    """Real pins cannot be opened: `cause` says why, `fix` what to do about it."""
+
+    def __init__(self, cause: str, fix: str) -> None:
+        super().__init__(f"{cause}; {fix}")
+        self.cause, self.fix = cause, fix
+
+
 @dataclass
 class Backend:
     """The pin factory in use and how it was chosen (reported by GET /api/v1/hardware)."""

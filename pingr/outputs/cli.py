@@ -17,7 +17,7 @@ def _describe(out: Output) -> str:
     pins = ", ".join(f"{role} BCM {pin}" if role != "out" else f"BCM {pin}"
                      for role, pin in out.pins().items())
     polarity = "" if cfg.active_high else ", active-low"
-    return f"{cfg.name} ({cfg.type}, {pins}{polarity})"
+    return f"{cfg.name} ({out.kind}, {pins}{polarity})"
 
 
 async def gpio_test(hw: HardwareConfig, name: str | None, duration: float | None,
@@ -45,13 +45,14 @@ async def gpio_test(hw: HardwareConfig, name: str | None, duration: float | None
     try:
         for out in outputs.values():
             cfg = out.config
-            if cfg.when == "heartbeat":
+            drive = None if out.shows_states else cfg.drive
+            if drive == "heartbeat":
                 action = f"toggling as a heartbeat for {seconds:g}s"
                 out.show(1.0, cfg.effective_pattern, ("test",))
             else:
-                if cfg.drive == "healthy":
+                if drive == "healthy":
                     action = f"dropping out for {seconds:g}s (its alarm state)"
-                elif cfg.is_audible:
+                elif out.audible:
                     action = f"chirping for {min(hw.lamp_test.chirp, seconds):g}s"
                 else:
                     action = f"on for {seconds:g}s"

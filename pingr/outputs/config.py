@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from datetime import time as dtime
-from typing import Any, Literal
-
 from importlib.metadata import entry_points
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -15,7 +14,6 @@ from pingr.outputs.boards import BoardProfile, board_names, load_board
 
 #: BCM numbers of the 40-pin header's GPIO lines.
 MAX_BCM = 27
-OUTPUT_TYPES = ("relay", "led", "buzzer", "rgb_led", "tower")
 #: What can drive a single-channel output (besides a target selector).
 WHEN = ("alert", "ok", "stale", "degraded", "healthy", "heartbeat")
 #: The states a tower or RGB LED shows, highest priority first.
@@ -155,32 +153,35 @@ DEFAULT_LOOKS = {
 }
 
 
-class OutputConfig(Strict):
-    """One physical output: a relay, an LED, a buzzer, an RGB LED or a stack light (tower)."""
+class OutputBase(Strict):
+    """What every output has: a name, a polarity, a safe state, a place in the lamp test.
+
+    Each kind is its own model below; `OutputConfig` is their union, told apart by `type`.
+    A setting that belongs to another kind gets the message in `_foreign` (in the user's
+    words) instead of "unknown setting".
+    """
+
+    #: Shows every state itself (towers, RGB LEDs) instead of being driven by one condition.
+    shows_states: ClassVar[bool] = False
+    _foreign: ClassVar[dict[str, str]] = {}
 
     name: str = Field(min_length=1, max_length=60)
-    type: Literal["relay", "led", "buzzer", "rgb_led", "tower"]
-    pin: int | str | None = Field(None, description="BCM number, GPIOnn, or a board channel name")
-    pins: dict[str, int | str] | None = Field(
-        None, description="tower: green/amber/red; rgb_led: red/green/blue")
     active_high: bool | None = Field(None, description="false for active-low relay modules; "
                                      "default: the board profile's, else true")
-    when: str | SelectorConfig | None = Field(
-        None, description="alert (default), ok, stale, degraded, healthy, heartbeat, or "
-        "{targets: [...], tags: [...]}; towers and RGB LEDs show every state instead")
-    pattern: PatternConfig | None = None
-    colors: dict[str, LookConfig] | None = Field(None, description="tower/rgb_led: state -> look")
-    audible: bool | None = Field(None, description="silenced by acknowledgement and quiet hours; "
-                                 "default: true for buzzers")
-    quiet_hours: str | None = Field(None, description="HH:MM-HH:MM, or 'none'; "
-                                    "default: hardware.quiet_hours")
     safe_state: Literal["off", "on"] = "off"
+    lamp_test: bool = Field(True, description="take part in the lamp test")
 
     _safe_word = field_validator("safe_state", mode="before")(
         classmethod(lambda cls, v: _yaml_bool_word(v)))
-    tone: float | str | None = Field(None, description="buzzer: Hz or a note such as A4")
-    pwm: bool | None = Field(None, description="led: dimmable (PWMLED); rgb_led: default true")
-    lamp_test: bool = Field(True, description="take part in the lamp test")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_foreign(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key in cls._foreign:
+                    raise located((key,), cls._foreign[key])
+        return data
 
     @field_validator("name")
     @classmethod
@@ -189,6 +190,62 @@ class OutputConfig(Strict):
         if not value or "/" in value:
             raise ValueError("name must not be blank or contain '/'")
         return value
+
+    @property
+    def kind(self) -> str:
+        return self.type  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def is_audible(self) -> bool:
+        return False
+
+    @property
+    def dimmable(self) -> bool:
+        return False
+
+    @property
+    def uses_tone(self) -> bool:
+        """Plays tones (PWM) rather than switching on and off."""
+        return False
+
+    def raw_pins(self) -> dict[str, int | str]:
+        """Role -> pin as written (BCM number, GPIOnn or a board channel name)."""
+        raise NotImplementedError
+
+    def pin_loc(self, role: str) -> tuple[str, ...]:
+        """Where a role's pin is written, for located errors."""
+        raise NotImplementedError
+
+    def set_pins(self, resolved: dict[str, int]) -> None:
+        """Store the BCM numbers the board profile resolved."""
+        raise NotImplementedError
+
+    def pin_map(self) -> dict[str, int]:
+        """Role -> BCM pin, after the board profile resolved channel names."""
+        return {role: int(p) for role, p in self.raw_pins().items()}
+
+    def pwm_pins(self) -> list[int]:
+        """BCM pins this output drives with PWM (dimming, tones)."""
+        return list(self.pin_map().values()) if self.dimmable or self.uses_tone else []
+
+    def _check_pattern(self, pattern: PatternConfig, loc: tuple[Any, ...]) -> None:
+        if pattern.type == "pulse" and not self.dimmable:
+            raise located(loc, f"a pulse needs PWM: a {self.kind} cannot fade"
+                          + (" (set `pwm: true`)" if self.kind == "led" else ""))
+
+
+class SingleOutput(OutputBase):
+    """An output on one pin, driven by one condition (`when`) with a pattern."""
+
+    pin: int | str | None = Field(None, description="BCM number, GPIOnn, or a board channel name")
+    when: str | SelectorConfig | None = Field(
+        None, description="alert (default), ok, stale, degraded, healthy, heartbeat, or "
+        "{targets: [...], tags: [...]}")
+    pattern: PatternConfig | None = None
+    audible: bool | None = Field(None, description="silenced by acknowledgement and quiet hours; "
+                                 "default: true for buzzers")
+    quiet_hours: str | None = Field(None, description="HH:MM-HH:MM, or 'none'; "
+                                    "default: hardware.quiet_hours")
 
     @field_validator("when", mode="before")
     @classmethod
@@ -205,51 +262,10 @@ class OutputConfig(Strict):
             parse_quiet_hours(value)
         return value
 
-    @field_validator("tone")
-    @classmethod
-    def _tone(cls, value: float | str | None) -> float | str | None:
-        if isinstance(value, str) and not _NOTE.match(value):
-            raise ValueError(f"invalid tone {value!r}: a frequency in Hz or a note such as A4")
-        if isinstance(value, float | int) and not 20 <= value <= 20000:
-            raise ValueError("tone must be between 20 and 20000 Hz")
-        return value
-
     @model_validator(mode="after")
-    def _combination(self) -> OutputConfig:
-        multi = self.type in ("tower", "rgb_led")
-        if multi:
-            roles = TOWER_COLORS if self.type == "tower" else ("red", "green", "blue")
-            if self.pin is not None:
-                raise located(("pin",), f"a {self.type} has several pins: give `pins:` "
-                              f"with {', '.join(roles)}")
-            if not self.pins:
-                raise located(("pins",), f"a {self.type} needs `pins:` with {', '.join(roles)}")
-            for role in self.pins:
-                if role not in roles:
-                    raise located(("pins", role), f"unknown {self.type} pin {role!r}: use "
-                                  f"{', '.join(roles)}")
-            if self.type == "rgb_led" and len(self.pins) != 3:
-                raise located(("pins",), "an rgb_led needs all three pins: red, green, blue")
-            for field in ("when", "pattern"):
-                if getattr(self, field) is not None:
-                    raise located((field,), f"a {self.type} shows every state; set per-state "
-                                  "looks under `colors:` instead")
-            for state, look in (self.colors or {}).items():
-                if state not in STATES:
-                    raise located(("colors", state), f"unknown state {state!r}: use "
-                                  f"{', '.join(STATES)}")
-                self._check_color(state, look)
-        else:
-            if self.pins is not None:
-                raise located(("pins",), f"a {self.type} has one pin: use `pin:`")
-            if self.pin is None:
-                raise located(("pin",), f"a {self.type} needs a `pin:`")
-            if self.colors is not None:
-                raise located(("colors",), "`colors` applies to towers and RGB LEDs only")
-        if self.tone is not None and self.type != "buzzer":
-            raise located(("tone",), "`tone` applies to buzzers only")
-        if self.pwm is not None and self.type not in ("led", "rgb_led"):
-            raise located(("pwm",), "`pwm` applies to LEDs and RGB LEDs only")
+    def _rules(self) -> SingleOutput:
+        if self.pin is None:
+            raise located(("pin",), f"a {self.kind} needs a `pin:`")
         if self.when in ("healthy", "heartbeat"):
             if self.is_audible:
                 raise located(("audible",), f"a {self.when} output cannot be audible: "
@@ -267,38 +283,13 @@ class OutputConfig(Strict):
                           "set `audible: true` or remove quiet_hours")
         return self
 
-    def _check_pattern(self, pattern: PatternConfig, loc: tuple[Any, ...]) -> None:
-        if pattern.type == "pulse" and not self.dimmable:
-            raise located(loc, f"a pulse needs PWM: a {self.type} cannot fade"
-                          + (" (set `pwm: true`)" if self.type == "led" else ""))
-
-    def _check_color(self, state: str, look: LookConfig) -> None:
-        if self.type == "tower":
-            parts = [p.strip() for p in look.color.split("+")]
-            for part in parts:
-                if part not in (*TOWER_COLORS, "off"):
-                    raise located(("colors", state, "color"), f"unknown tower colour {part!r}: "
-                                  "use green, amber, red, off or a combination such as red+amber")
-                if part != "off" and part not in (self.pins or {}):
-                    raise located(("colors", state, "color"), f"this tower has no {part} lamp")
-        elif look.color not in RGB_NAMES and not _HEX.match(look.color):
-            raise located(("colors", state, "color"), f"unknown colour {look.color!r}: use "
-                          f"{', '.join(RGB_NAMES)} or #rrggbb")
-        self._check_pattern(look.pattern, ("colors", state, "pattern"))
-
     @property
     def is_audible(self) -> bool:
-        return self.audible if self.audible is not None else self.type == "buzzer"
-
-    @property
-    def dimmable(self) -> bool:
-        if self.type == "rgb_led":
-            return self.pwm is not False
-        return self.type == "led" and bool(self.pwm)
+        return bool(self.audible)
 
     @property
     def drive(self) -> str | SelectorConfig:
-        """What drives a single-channel output (`alert` unless configured)."""
+        """What drives this output (`alert` unless configured)."""
         return self.when if self.when is not None else "alert"
 
     @property
@@ -309,15 +300,179 @@ class OutputConfig(Strict):
             return PatternConfig(type="blink")
         return PatternConfig()
 
+    def raw_pins(self) -> dict[str, int | str]:
+        assert self.pin is not None
+        return {"out": self.pin}
+
+    def pin_loc(self, role: str) -> tuple[str, ...]:
+        return ("pin",)
+
+    def set_pins(self, resolved: dict[str, int]) -> None:
+        self.pin = resolved["out"]
+
+
+def _single_foreign(kind: str, *extra: str) -> dict[str, str]:
+    out = {
+        "pins": f"a {kind} has one pin: use `pin:`",
+        "colors": "`colors` applies to towers and RGB LEDs only",
+        "tone": "`tone` applies to buzzers only",
+        "pwm": "`pwm` applies to LEDs and RGB LEDs only",
+    }
+    for key in extra:
+        out.pop(key)
+    return out
+
+
+class RelayConfig(SingleOutput):
+    """A relay: switches a siren, a beacon or a lamp."""
+
+    _foreign: ClassVar[dict[str, str]] = _single_foreign("relay")
+    type: Literal["relay"]
+
+
+class LedConfig(SingleOutput):
+    """An LED; `pwm: true` makes it dimmable (PWMLED: pulse patterns)."""
+
+    _foreign: ClassVar[dict[str, str]] = _single_foreign("led", "pwm")
+    type: Literal["led"]
+    pwm: bool | None = Field(None, description="dimmable (PWMLED)")
+
+    @property
+    def dimmable(self) -> bool:
+        return bool(self.pwm)
+
+
+class BuzzerConfig(SingleOutput):
+    """A buzzer (active, or passive with a `tone`); audible unless `audible: false`."""
+
+    _foreign: ClassVar[dict[str, str]] = _single_foreign("buzzer", "tone")
+    type: Literal["buzzer"]
+    tone: float | str | None = Field(None, description="Hz or a note such as A4 (passive "
+                                     "buzzers)")
+
+    @field_validator("tone")
+    @classmethod
+    def _tone(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str) and not _NOTE.match(value):
+            raise ValueError(f"invalid tone {value!r}: a frequency in Hz or a note such as A4")
+        if isinstance(value, float | int) and not 20 <= value <= 20000:
+            raise ValueError("tone must be between 20 and 20000 Hz")
+        return value
+
+    @property
+    def uses_tone(self) -> bool:
+        return self.tone is not None
+
+    @property
+    def is_audible(self) -> bool:
+        return self.audible if self.audible is not None else True
+
+
+class StateLight(OutputBase):
+    """A light that shows every state in a colour of its own (towers, RGB LEDs)."""
+
+    shows_states: ClassVar[bool] = True
+    roles: ClassVar[tuple[str, ...]] = ()
+    pins: dict[str, int | str] | None = Field(
+        None, description="tower: green/amber/red; rgb_led: red/green/blue")
+    colors: dict[str, LookConfig] | None = Field(None, description="state -> look")
+
+    @model_validator(mode="after")
+    def _rules(self) -> StateLight:
+        if not self.pins:
+            raise located(("pins",), f"a {self.kind} needs `pins:` with {', '.join(self.roles)}")
+        for role in self.pins:
+            if role not in self.roles:
+                raise located(("pins", role), f"unknown {self.kind} pin {role!r}: use "
+                              f"{', '.join(self.roles)}")
+        for state, look in (self.colors or {}).items():
+            if state not in STATES:
+                raise located(("colors", state), f"unknown state {state!r}: use "
+                              f"{', '.join(STATES)}")
+            self._check_color(state, look)
+            self._check_pattern(look.pattern, ("colors", state, "pattern"))
+        return self
+
+    def _check_color(self, state: str, look: LookConfig) -> None:
+        raise NotImplementedError
+
     def look(self, state: str) -> LookConfig:
-        """The look of a tower or RGB LED in `state`."""
+        """What it shows in `state`."""
         return (self.colors or {}).get(state) or DEFAULT_LOOKS[state]
 
-    def pin_map(self) -> dict[str, int]:
-        """Role -> BCM pin, after the board profile resolved channel names."""
-        if self.pins is not None:
-            return {role: int(p) for role, p in self.pins.items()}
-        return {"out": int(self.pin)}  # type: ignore[arg-type]
+    def raw_pins(self) -> dict[str, int | str]:
+        return dict(self.pins or {})
+
+    def pin_loc(self, role: str) -> tuple[str, ...]:
+        return ("pins", role)
+
+    def set_pins(self, resolved: dict[str, int]) -> None:
+        self.pins = dict(resolved)
+
+
+def _light_foreign(kind: str, *extra: str) -> dict[str, str]:
+    roles = ", ".join(TOWER_COLORS if kind == "tower" else ("red", "green", "blue"))
+    out = {
+        "pin": f"a {kind} has several pins: give `pins:` with {roles}",
+        "when": f"a {kind} shows every state; set per-state looks under `colors:` instead",
+        "pattern": f"a {kind} shows every state; set per-state looks under `colors:` instead",
+        "tone": "`tone` applies to buzzers only",
+        "pwm": "`pwm` applies to LEDs and RGB LEDs only",
+        "audible": f"a {kind} is a light: it is never audible",
+        "quiet_hours": "quiet hours mute audible outputs only",
+    }
+    for key in extra:
+        out.pop(key)
+    return out
+
+
+class TowerConfig(StateLight):
+    """A stack light: a lamp per colour (green, amber, red), each switched on its own pin."""
+
+    _foreign: ClassVar[dict[str, str]] = _light_foreign("tower")
+    roles: ClassVar[tuple[str, ...]] = TOWER_COLORS
+    type: Literal["tower"]
+
+    def _check_color(self, state: str, look: LookConfig) -> None:
+        for part in (p.strip() for p in look.color.split("+")):
+            if part not in (*TOWER_COLORS, "off"):
+                raise located(("colors", state, "color"), f"unknown tower colour {part!r}: "
+                              "use green, amber, red, off or a combination such as red+amber")
+            if part != "off" and part not in (self.pins or {}):
+                raise located(("colors", state, "color"), f"this tower has no {part} lamp")
+
+
+class RgbLedConfig(StateLight):
+    """An RGB LED (common cathode by default; `active_high: false` for common anode)."""
+
+    _foreign: ClassVar[dict[str, str]] = _light_foreign("rgb_led", "pwm")
+    roles: ClassVar[tuple[str, ...]] = ("red", "green", "blue")
+    type: Literal["rgb_led"]
+    pwm: bool | None = Field(None, description="default true (dimmable)")
+
+    @model_validator(mode="after")
+    def _three(self) -> RgbLedConfig:
+        if self.pins and len(self.pins) != 3:
+            raise located(("pins",), "an rgb_led needs all three pins: red, green, blue")
+        return self
+
+    def _check_color(self, state: str, look: LookConfig) -> None:
+        if look.color not in RGB_NAMES and not _HEX.match(look.color):
+            raise located(("colors", state, "color"), f"unknown colour {look.color!r}: use "
+                          f"{', '.join(RGB_NAMES)} or #rrggbb")
+
+    @property
+    def dimmable(self) -> bool:
+        return self.pwm is not False
+
+
+#: The output kinds; a new kind is one model here and one class in pingr.outputs.devices.
+OUTPUT_KINDS: dict[str, type[OutputBase]] = {
+    "relay": RelayConfig, "led": LedConfig, "buzzer": BuzzerConfig,
+    "rgb_led": RgbLedConfig, "tower": TowerConfig,
+}
+OutputConfig = Annotated[RelayConfig | LedConfig | BuzzerConfig | RgbLedConfig | TowerConfig,
+                         Field(discriminator="type")]
 
 
 class ButtonConfig(Strict):
@@ -349,7 +504,7 @@ class HardwareConfig(Strict):
     quiet_hours: str | None = Field(None, description="HH:MM-HH:MM local time: audible "
                                     "outputs mute")
     lamp_test: LampTestConfig = Field(default_factory=LampTestConfig)
-    outputs: list[OutputConfig] = Field(default_factory=list)
+    outputs: list[OutputConfig] = Field(default_factory=list)  # type: ignore[valid-type]
     buttons: list[ButtonConfig] = Field(default_factory=list)
 
     @field_validator("backend")
@@ -401,16 +556,11 @@ class HardwareConfig(Strict):
                 raise located(("outputs", i, "name"), f"duplicate output name {out.name!r}")
             names.add(out.name)
             highs = set()
-            if out.pins is not None:
-                resolved = {}
-                for role, raw in out.pins.items():
-                    resolved[role], high = resolve(raw, ("outputs", i, "pins", role))
-                    highs.add(high)
-                out.pins = resolved
-            else:
-                assert out.pin is not None
-                out.pin, high = resolve(out.pin, ("outputs", i, "pin"))
+            resolved = {}
+            for role, raw in out.raw_pins().items():
+                resolved[role], high = resolve(raw, ("outputs", i, *out.pin_loc(role)))
                 highs.add(high)
+            out.set_pins(resolved)
             if out.active_high is None:
                 highs.discard(None)
                 out.active_high = highs.pop() if len(highs) == 1 else True
@@ -424,13 +574,13 @@ class HardwareConfig(Strict):
 
     def pwm_pins(self) -> list[int]:
         """BCM pins driven with PWM: dimmable LEDs, RGB LEDs, tone buzzers."""
-        return [pin for out in self.outputs if out.dimmable or out.tone is not None
-                for pin in out.pin_map().values()]
+        return [pin for out in self.outputs for pin in out.pwm_pins()]
 
     def selector_targets(self) -> list[tuple[tuple[Any, ...], str]]:
         """(location, target name) of every target a selector names (checked by pingr.config)."""
         return [(("outputs", i, "when", "targets", j), name)
-                for i, out in enumerate(self.outputs) if isinstance(out.when, SelectorConfig)
+                for i, out in enumerate(self.outputs)
+                if isinstance(getattr(out, "when", None), SelectorConfig)
                 for j, name in enumerate(out.when.targets)]
 
 

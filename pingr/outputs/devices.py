@@ -7,7 +7,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
-from pingr.outputs.config import RGB_NAMES, TOWER_COLORS, OutputConfig, PatternConfig
+from pingr.outputs.config import (
+    RGB_NAMES,
+    TOWER_COLORS,
+    BuzzerConfig,
+    LedConfig,
+    OutputBase,
+    PatternConfig,
+    RgbLedConfig,
+    TowerConfig,
+)
 from pingr.outputs.patterns import Player, Step, once, steps
 
 log = logging.getLogger(__name__)
@@ -18,7 +27,7 @@ Color = Any  # a tower's frozenset of lit lamps, or an RGB triple
 class Output(ABC):
     """One configured output. `show()` changes what it displays only when the look changes."""
 
-    def __init__(self, config: OutputConfig, factory: Any) -> None:
+    def __init__(self, config: Any, factory: Any) -> None:
         self.config = config
         self.name = config.name
         self.factory = factory
@@ -44,6 +53,20 @@ class Output(ABC):
         """The devices' current value (JSON-ready)."""
 
     # Shared behaviour -----------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def audible(self) -> bool:
+        """Silenced by acknowledgements and quiet hours; a siren in Home Assistant."""
+        return bool(self.config.is_audible)
+
+    @property
+    def shows_states(self) -> bool:
+        """Shows every state in its own colour (tower, RGB LED) instead of one condition."""
+        return bool(self.config.shows_states)
 
     def _level(self, level: float) -> None:
         self._write(self._color, level)
@@ -71,7 +94,7 @@ class Output(ABC):
 
     def lamp_test(self, chirp: float) -> None:
         """Everything on; audible outputs only chirp; a healthy relay drops (its alarm state)."""
-        if self.config.drive == "healthy" and self.config.type not in ("tower", "rgb_led"):
+        if not self.shows_states and self.config.drive == "healthy":
             self.show(None, None, ("test",))
         elif self.config.is_audible:
             chirping = once(1.0, chirp) if chirp > 0 else once(0.0, 0.0)
@@ -99,45 +122,75 @@ class Output(ABC):
 
 
 class SingleOutput(Output):
-    """A relay, LED or buzzer on one pin."""
+    """A relay, LED or buzzer on one pin (`_device` builds its gpiozero device)."""
 
-    def __init__(self, config: OutputConfig, factory: Any) -> None:
+    def __init__(self, config: Any, factory: Any) -> None:
         super().__init__(config, factory)
-        import gpiozero
+        self.tone: Any = None
+        self.device = self._device(config.pin_map()["out"], bool(config.active_high), factory)
+        self.devices = [self.device]
 
-        pin, high = config.pin_map()["out"], bool(config.active_high)
-        self.tone = None
-        if config.type == "relay":
-            dev = gpiozero.OutputDevice(pin, active_high=high, initial_value=False,
-                                        pin_factory=factory)
-        elif config.type == "led" and config.pwm:
-            dev = gpiozero.PWMLED(pin, active_high=high, initial_value=0, pin_factory=factory)
-        elif config.type == "led":
-            dev = gpiozero.LED(pin, active_high=high, initial_value=False, pin_factory=factory)
-        elif config.tone is not None:
-            from gpiozero.tones import Tone
-
-            self.tone = Tone(config.tone)
-            dev = gpiozero.TonalBuzzer(pin, initial_value=None, mid_tone=self.tone, octaves=1,
-                                       pin_factory=factory)
-        else:
-            dev = gpiozero.Buzzer(pin, active_high=high, initial_value=False, pin_factory=factory)
-        self.device = dev
-        self.devices = [dev]
+    @abstractmethod
+    def _device(self, pin: int, high: bool, factory: Any) -> Any:
+        """The gpiozero device, off."""
 
     def full_color(self) -> Color:
         return 1.0
 
     def _write(self, color: Color, level: float) -> None:
-        if self.tone is not None:
-            if level > 0 and color:
-                self.device.play(self.tone)
-            else:
-                self.device.stop()
-        elif self.config.dimmable:
+        if self.config.dimmable:
             self.device.value = level * color
         else:
             self.device.value = 1 if level * color >= 0.5 else 0
+
+    @property
+    def value(self) -> Any:
+        return float(self.device.value)
+
+
+class RelayOutput(SingleOutput):
+    def _device(self, pin: int, high: bool, factory: Any) -> Any:
+        import gpiozero
+
+        return gpiozero.OutputDevice(pin, active_high=high, initial_value=False,
+                                     pin_factory=factory)
+
+
+class LedOutput(SingleOutput):
+    config: LedConfig
+
+    def _device(self, pin: int, high: bool, factory: Any) -> Any:
+        import gpiozero
+
+        if self.config.pwm:
+            return gpiozero.PWMLED(pin, active_high=high, initial_value=0, pin_factory=factory)
+        return gpiozero.LED(pin, active_high=high, initial_value=False, pin_factory=factory)
+
+
+class BuzzerOutput(SingleOutput):
+    """An active buzzer (on/off), or a passive one playing `tone` (TonalBuzzer)."""
+
+    config: BuzzerConfig
+
+    def _device(self, pin: int, high: bool, factory: Any) -> Any:
+        import gpiozero
+
+        if self.config.tone is None:
+            return gpiozero.Buzzer(pin, active_high=high, initial_value=False,
+                                   pin_factory=factory)
+        from gpiozero.tones import Tone
+
+        self.tone = Tone(self.config.tone)
+        return gpiozero.TonalBuzzer(pin, initial_value=None, mid_tone=self.tone, octaves=1,
+                                    pin_factory=factory)
+
+    def _write(self, color: Color, level: float) -> None:
+        if self.tone is None:
+            super()._write(color, level)
+        elif level > 0 and color:
+            self.device.play(self.tone)
+        else:
+            self.device.stop()
 
     @property
     def value(self) -> Any:
@@ -148,25 +201,28 @@ class SingleOutput(Output):
 
 
 class TowerOutput(Output):
-    """A stack light: a lamp per colour (green, amber, red), each switched on its own pin."""
+    """A stack light: gpiozero's LEDBoard with one named lamp per colour (green, amber, red)."""
 
-    def __init__(self, config: OutputConfig, factory: Any) -> None:
+    config: TowerConfig
+
+    def __init__(self, config: TowerConfig, factory: Any) -> None:
+        pins = config.pin_map()
+        self.names = [c for c in TOWER_COLORS if c in pins]
         super().__init__(config, factory)
         import gpiozero
 
-        self.lamps = {
-            color: gpiozero.DigitalOutputDevice(pin, active_high=bool(config.active_high),
-                                                initial_value=False, pin_factory=factory)
-            for color, pin in config.pin_map().items()
-        }
-        self.devices = list(self.lamps.values())
+        self.board = gpiozero.LEDBoard(**{c: pins[c] for c in self.names},
+                                       active_high=bool(config.active_high),
+                                       initial_value=False, pin_factory=factory)
+        self.devices = [self.board]
 
     def full_color(self) -> Color:
-        return frozenset(self.config.pin_map())
+        return frozenset(self.names)
 
     def _write(self, color: Color, level: float) -> None:
-        for name, lamp in self.lamps.items():
-            lamp.value = 1 if (name in color and level >= 0.5) else 0
+        lit = level >= 0.5
+        for name in self.names:  # by name: the board orders its lamps its own way
+            getattr(self.board, name).value = 1 if (lit and name in color) else 0
 
     @staticmethod
     def parse(text: str) -> frozenset[str]:
@@ -174,13 +230,15 @@ class TowerOutput(Output):
 
     @property
     def value(self) -> Any:
-        return {name: int(self.lamps[name].value) for name in TOWER_COLORS if name in self.lamps}
+        return {name: int(getattr(self.board, name).value) for name in self.names}
 
 
 class RgbOutput(Output):
     """An RGB LED (common cathode by default; `active_high: false` for common anode)."""
 
-    def __init__(self, config: OutputConfig, factory: Any) -> None:
+    config: RgbLedConfig
+
+    def __init__(self, config: RgbLedConfig, factory: Any) -> None:
         super().__init__(config, factory)
         import gpiozero
 
@@ -210,19 +268,19 @@ class RgbOutput(Output):
         return [round(float(c), 3) for c in self.device.value]
 
 
-#: The output registry: config `type` -> class.
+#: The output registry: config `type` -> class (the config models: pingr.outputs.config).
 OUTPUTS: dict[str, type[Output]] = {
-    "relay": SingleOutput, "led": SingleOutput, "buzzer": SingleOutput,
+    "relay": RelayOutput, "led": LedOutput, "buzzer": BuzzerOutput,
     "rgb_led": RgbOutput, "tower": TowerOutput,
 }
 
 
-def build_outputs(configs: list[OutputConfig], factory: Any) -> dict[str, Output]:
+def build_outputs(configs: list[OutputBase], factory: Any) -> dict[str, Output]:
     """Open every configured output (all off); on failure close what was opened and re-raise."""
     built: dict[str, Output] = {}
     try:
         for cfg in configs:
-            built[cfg.name] = OUTPUTS[cfg.type](cfg, factory)
+            built[cfg.name] = OUTPUTS[cfg.kind](cfg, factory)
     except Exception:
         for out in built.values():
             out.close()

@@ -1,54 +1,48 @@
-"""The outputs component: monitor events -> what every relay, lamp and siren shows; safe stop."""
+"""The outputs part: what every relay, lamp and siren shows; lamp tests; the safe stop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import time as dtime
+from typing import Any
 
-from pingr.models import Result, Target
-from pingr.monitor import Event, Snapshot
-from pingr.outputs.backend import Backend, open_backend
+from pingr.monitor import Snapshot
+from pingr.outputs.backend import Backend, PinsUnavailable, open_backend
 from pingr.outputs.buttons import ButtonInput
 from pingr.outputs.config import (
     HardwareConfig,
-    OutputConfig,
+    OutputBase,
     PatternConfig,
     SelectorConfig,
     in_quiet_hours,
     parse_quiet_hours,
 )
-from pingr.outputs.devices import Output, RgbOutput, TowerOutput, build_outputs
-
-if TYPE_CHECKING:
-    from pingr.app import App
+from pingr.outputs.devices import Output, build_outputs
 
 log = logging.getLogger(__name__)
-
-#: Liveness and quiet hours have no event of their own: they are re-checked this often.
-#: Monitor changes do not wait for it; they arrive as events.
-TICK_SECONDS = 1.0
 
 
 class Situation:
     """What the outputs need from one snapshot, computed once per change."""
 
-    def __init__(self, snap: Snapshot, healthy: bool) -> None:
+    def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
-        self.healthy = healthy
+        self.healthy = snap.healthy and not snap.stale
         self.failing = {f.name for f in snap.failing}  # unacknowledged (silenced ones excluded)
         self.acked = set(snap.acknowledged)
-        if self.snap.stale:
+        if snap.stale:
             self.state = "stale"
-        elif not healthy:
+        elif not self.healthy:
             self.state = "unhealthy"
         elif self.failing:
             self.state = "alert"
         elif self.acked:
             self.state = "acknowledged"
-        elif snap.degraded or snap.unreachable or getattr(snap, "silenced", ()):
+        elif snap.degraded or snap.unreachable or snap.silenced:
             # A silenced target is down but muted: no sound, no alarm lamp, yet not green.
             self.state = "degraded"
         else:
@@ -74,83 +68,106 @@ class Situation:
         return active, active
 
 
-class OutputManager:
-    """The `outputs` component: owns the pin factory, the outputs and the buttons."""
+@dataclass(frozen=True)
+class OutputState:
+    """One output as the API, MQTT and the dashboard show it."""
 
-    name = "outputs"
+    name: str
+    kind: str
+    audible: bool
+    shows_states: bool
+    active: bool  # its condition holds (a tower: anything but all-ok)
+    silenced_by: str | None  # acknowledged or quiet_hours
+    testing: bool
+    value: Any
 
-    def __init__(self, app: App) -> None:
-        from pingr.api.outputs import router
+    @property
+    def on(self) -> bool:
+        """Sounding or lit right now (a lamp test counts)."""
+        return (self.active and self.silenced_by is None) or self.testing
 
-        self.app = app
-        self.config: HardwareConfig = app.config.hardware
-        self.routers = [router]
+
+class Outputs:
+    """Owns the pin factory, the outputs and the buttons.
+
+    `update(snapshot)` is called by the App's fan-out; a button press is handed to
+    `on_button(action, by)` on the loop (the App acknowledges or lamp-tests, like the API);
+    `on_state()` is called when what the outputs show changed without a snapshot (a lamp test
+    ended, quiet hours began), so MQTT can say so.
+    """
+
+    def __init__(self, config: HardwareConfig, *, on_button: Callable[[str, str], None],
+                 on_state: Callable[[], None]) -> None:
+        self.config = config
+        self.on_button = on_button
+        self.on_state = on_state
         self.backend: Backend | None = None
         self.outputs: dict[str, Output] = {}
         self.buttons: dict[str, ButtonInput] = {}
-        self.healthy = True
-        self.silenced: dict[str, str | None] = {}
-        self.active: dict[str, bool] = {}
+        #: Why the configured outputs cannot switch anything (real pins unavailable), or None.
+        self.problem: str | None = None
         self.state = "ok"
+        self._active: dict[str, bool] = {}
+        self._silenced: dict[str, str | None] = {}
         self._testing: dict[str, asyncio.TimerHandle] = {}
         self._quiet = {o.name: self._quiet_span(o) for o in self.config.outputs}
-        self._last_ok: dict[str, bool] = {}
-        self._tick: asyncio.Task[None] | None = None
-        self._started_at = 0.0
+        self._quiet_timer: asyncio.TimerHandle | None = None
+        self._snapshot: Snapshot | None = None
         self._running = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
 
     @property
     def configured(self) -> bool:
         return bool(self.config.outputs or self.config.buttons)
 
-    def _quiet_span(self, out: OutputConfig) -> Any:
-        text = out.quiet_hours if out.quiet_hours is not None else self.config.quiet_hours
+    def _quiet_span(self, out: OutputBase) -> Any:
+        text = getattr(out, "quiet_hours", None)
+        text = text if text is not None else self.config.quiet_hours
         if not out.is_audible or text is None or text.strip().lower() == "none":
             return None
         return parse_quiet_hours(text)
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Open the pins (everything off), lamp-test, then follow the monitor."""
+    async def start(self, snapshot: Snapshot, lamp_test: bool) -> None:
+        """Open the pins (everything off), lamp-test if asked, then show `snapshot`.
+
+        When real pins cannot be opened, `problem` says why (and the error is logged loudly):
+        probing and the API go on, and the App reports the appliance degraded.
+        """
         if not self.configured:
             return
         loop = asyncio.get_running_loop()
-        self.backend = open_backend(self.config.backend, self.config.pwm_pins())
+        try:
+            self.backend = open_backend(self.config.backend, self.config.pwm_pins())
+        except PinsUnavailable as exc:
+            self.problem = str(exc)
+            log.error("GPIO OUTPUTS DO NOT WORK: %s", exc)
+            return
         try:
             self.outputs = build_outputs(self.config.outputs, self.backend.factory)
             for cfg in self.config.buttons:
-                self.buttons[cfg.name] = ButtonInput(cfg, self.backend.factory, loop, self._button)
-        except Exception:
-            await self._close_all()
-            raise
-        self._started_at = loop.time()
-        self._loop, self._loop_thread = loop, threading.get_ident()
+                self.buttons[cfg.name] = ButtonInput(cfg, self.backend.factory, loop,
+                                                     self._button)
+        except Exception as exc:  # gpiozero's own errors: a busy line, a missing chip
+            self._close_all()
+            self.problem = f"cannot open the pins: {exc}"
+            log.error("GPIO OUTPUTS DO NOT WORK: %s", self.problem)
+            return
         self._running = True
-        self.app.monitor.listeners.append(self._on_event)
-        self.app.monitor.result_listeners.append(self._on_result)
-        self.healthy = self._check_health()
-        if self.config.lamp_test.at_start:
+        if lamp_test and self.config.lamp_test.at_start:
             self.lamp_test()
-        self.reconcile()
-        self._tick = loop.create_task(self._ticker(), name="outputs-tick")
+        self.update(snapshot)
         log.info("%d outputs and %d buttons on %s pins", len(self.outputs), len(self.buttons),
                  self.backend.name)
 
     async def stop(self) -> None:
         """Every output to its safe state, then release the pins."""
         if not self._running:
+            self._close_all()
             return
         self._running = False
-        for listeners, fn in ((self.app.monitor.listeners, self._on_event),
-                              (self.app.monitor.result_listeners, self._on_result)):
-            if fn in listeners:
-                listeners.remove(fn)
-        if self._tick is not None:
-            self._tick.cancel()
-            await asyncio.gather(self._tick, return_exceptions=True)
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
         for handle in self._testing.values():
             handle.cancel()
         self._testing.clear()
@@ -160,9 +177,9 @@ class OutputManager:
             except Exception:  # one broken output must not keep the others from a safe state
                 log.exception("output %s: setting its safe state failed", out.name)
         log.info("outputs in their safe states")
-        await self._close_all()
+        self._close_all()
 
-    async def _close_all(self) -> None:
+    def _close_all(self) -> None:
         for button in self.buttons.values():
             button.close()
         for out in self.outputs.values():
@@ -172,104 +189,77 @@ class OutputManager:
 
     # ------------------------------------------------------------------ inputs
 
-    def _on_event(self, event: Event) -> None:
-        self._changed()
-
-    def _changed(self) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self.reconcile()
-        elif self._loop is not None:
-            # Sync API routes run in a worker thread (e.g. POST /alerts/ack); pins and pattern
-            # timers belong to the loop, so the change is handed over rather than applied here.
-            try:
-                self._loop.call_soon_threadsafe(self.reconcile)
-            except RuntimeError:  # the loop is already closed: shutdown set the safe states
-                pass
-
-    def _on_result(self, target: Target, result: Result) -> None:
-        # Failures below the threshold (amber) change the snapshot without an Event; only a
-        # change of success/failure can move a target in or out of "degraded".
-        if self._last_ok.get(target.id) != result.success:
-            self._last_ok[target.id] = result.success
-            self._changed()
-
-    async def _ticker(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
-            healthy = self._check_health()
-            if healthy != self.healthy:
-                self.healthy = healthy
-                (log.info if healthy else log.error)(
-                    "appliance %s", "healthy again" if healthy else "UNHEALTHY: probing stalled")
-            self.reconcile()
-
-    def _check_health(self) -> bool:
-        """Healthy = the monitor is fresh and the probe loops are alive and finishing probes."""
-        if self.app.monitor.stale:
-            return False
-        scheduler = self.app.scheduler
-        if any(task.done() for task in scheduler.tasks.values()):
-            return False  # a probe loop died: its target would silently never alert
-        intervals = [t.spec.interval_seconds for t in scheduler.targets.values() if t.enabled]
-        if intervals:
-            loop = asyncio.get_running_loop()
-            since = max(scheduler.last_beat, self._started_at)
-            if loop.time() - since > self.app.monitor.stale_factor * min(intervals):
-                return False
-        return True
-
     def _button(self, action: str, by: str) -> None:
         """A button action, on the loop thread (handed over by ButtonInput)."""
-        if not self._running:
-            return
-        if action == "acknowledge":
-            acked = self.app.acknowledge(None, by)  # the API's path: POST /alerts/ack
-            log.info("%s pressed: %d open alerts acknowledged", by, len(acked))
-        elif action == "lamp_test":
-            log.info("%s held: lamp test", by)
-            self.lamp_test()
+        if self._running:
+            self.on_button(action, by)
 
     # ------------------------------------------------------------------ outputs
 
-    def reconcile(self) -> None:
-        """Make every output show the current state; outputs whose look is unchanged keep going."""
+    def update(self, snapshot: Snapshot) -> None:
+        """Make every output show `snapshot`; outputs whose look is unchanged keep going."""
+        self._snapshot = snapshot
         if not self._running:
             return
-        situation = Situation(self.app.monitor.snapshot(), self.healthy)
+        situation = Situation(snapshot)
         self.state = situation.state
-        now = datetime.now().time()  # quiet hours are the owner's local time
+        now = datetime.now()  # quiet hours are the owner's local time
         for name, out in self.outputs.items():
             try:
-                self._apply(out, situation, now)
+                self._apply(out, situation, now.time())
             except Exception:
                 log.exception("output %s failed", name)
+        self._arm_quiet(now)
 
-    def _apply(self, out: Output, situation: Situation, now: Any) -> None:
+    def _apply(self, out: Output, situation: Situation, now: dtime) -> None:
         cfg = out.config
-        if isinstance(out, TowerOutput | RgbOutput):
+        if out.shows_states:
             look = cfg.look(situation.state)
-            color = out.parse(look.color)
-            self.active[out.name] = situation.state != "ok"
-            self.silenced[out.name] = None
+            color = out.parse(look.color)  # type: ignore[attr-defined]
+            self._active[out.name] = situation.state != "ok"
+            self._silenced[out.name] = None
             if out.name not in self._testing:
                 out.show(color, look.pattern, ("look", color, look.pattern.key()))
             return
         visual, audible = situation.drive(cfg.drive)
         muted = None
         active = visual
-        if cfg.is_audible:
+        if out.audible:
             active = audible
             span = self._quiet.get(out.name)
             if visual and not audible:
                 muted = "acknowledged"
             elif audible and span is not None and in_quiet_hours(span, now):
                 muted, active = "quiet_hours", False
-        self.active[out.name], self.silenced[out.name] = visual, muted
+        self._active[out.name], self._silenced[out.name] = visual, muted
         if out.name in self._testing:
             return
         pattern: PatternConfig = cfg.effective_pattern
         out.show(1.0 if active else None, pattern if active else None,
                  ("on", pattern.key()) if active else ("off",))
+
+    def _arm_quiet(self, now: datetime) -> None:
+        """Wake at the next quiet-hours edge (there is no other reason to look at the clock)."""
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
+        edges = [t for span in self._quiet.values() if span is not None for t in span]
+        if not edges or not self._running:
+            return
+        waits = []
+        for edge in edges:
+            at = now.replace(hour=edge.hour, minute=edge.minute, second=0, microsecond=0)
+            if at <= now:
+                at += timedelta(days=1)
+            waits.append((at - now).total_seconds())
+        loop = asyncio.get_running_loop()
+        self._quiet_timer = loop.call_later(min(waits) + 0.5, self._quiet_edge)
+
+    def _quiet_edge(self) -> None:
+        self._quiet_timer = None
+        if self._snapshot is not None:
+            self.update(self._snapshot)
+            self.on_state()
 
     def lamp_test(self, names: list[str] | None = None, duration: float | None = None) -> list[str]:
         """Run the lamp test on `names` (default: every output that takes part); returns them.
@@ -278,15 +268,15 @@ class OutputManager:
         healthy relay only when named: its test is dropping out, which raises the dead-man alarm.
         """
         if names is None:
-            chosen = [o for o in self.outputs.values()
-                      if o.config.lamp_test and o.config.when not in ("heartbeat", "healthy")]
+            chosen = [o for o in self.outputs.values() if o.config.lamp_test and (
+                o.shows_states or o.config.drive not in ("heartbeat", "healthy"))]
         else:
             chosen = []
             for name in names:
                 out = self.outputs.get(name)
                 if out is None:
                     raise KeyError(name)
-                if out.config.when == "heartbeat":
+                if not out.shows_states and out.config.drive == "heartbeat":
                     raise ValueError(f"{name} is a heartbeat: pausing it would trip the watchdog")
                 chosen.append(out)
         seconds = duration if duration is not None else self.config.lamp_test.duration
@@ -306,12 +296,16 @@ class OutputManager:
         out = self.outputs.get(name)
         if out is not None:
             out.look_key = None  # whatever the state is, show it afresh
-        self.reconcile()
+        if self._snapshot is not None:
+            self.update(self._snapshot)
+        self.on_state()
 
     def testing(self, name: str) -> bool:
         return name in self._testing
 
-
-def create(app: App) -> OutputManager:
-    """Component factory: always present, so /outputs and /hardware answer even with no pins."""
-    return OutputManager(app)
+    def states(self) -> list[OutputState]:
+        """What each output shows now."""
+        return [OutputState(name, out.kind, out.audible, out.shows_states,
+                            self._active.get(name, False), self._silenced.get(name),
+                            name in self._testing, out.value)
+                for name, out in self.outputs.items()]

@@ -14,6 +14,7 @@ from pingr.models import Result, Target
 from pingr.probes.context import ProbeContext
 from pingr.probes.kind import Kind
 
+
 class HttpTarget(TargetBase):
     """Fetch a URL; success is a status below 400 unless `expect_status` says otherwise."""
 

@@ -11,7 +11,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-
 from typing import Literal
 
 from icmplib import async_ping

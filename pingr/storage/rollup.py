@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
 from pingr.storage.tables import ID_SHIFT
 
 MINUTE_MS = 60_000

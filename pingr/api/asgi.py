@@ -1,0 +1,153 @@
+"""The HTTP API: FastAPI app factory, error format, OpenAPI, and the alert-status fast path."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from pingr import __version__
+from pingr.access import key_from_headers
+from pingr.api import (
+    alerts,
+    channels,
+    containers,
+    events,
+    health,
+    keys,
+    metrics,
+    notifications,
+    outputs,
+    push,
+    results,
+    silence,
+    system,
+    targets,
+    webhooks,
+)
+from pingr.app import App, AppError
+
+PREFIX = "/api/v1"
+STATUS_PATH = PREFIX + "/alert-status"
+
+#: Routers in the order they appear in the OpenAPI document. Each guards itself with
+#: `require(scope)`; only health is public.
+ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.router,
+           silence.router, events.router, push.router, channels.router, notifications.router,
+           webhooks.router, outputs.router, system.router, containers.router]
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        where = ".".join(loc[1:] if loc and loc[0] in ("query", "path", "header") else loc)
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif err.get("type") == "json_invalid":
+            msg = "body is not valid JSON"
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def create_api(app: App) -> Any:
+    """Build the ASGI application serving `app`."""
+    api = FastAPI(
+        title="pingr",
+        version=__version__,
+        description="Network monitor appliance API. Every endpoint except /api/v1/health needs "
+        "an API key in the `x-api-key` header (or `Authorization: Bearer`).",
+    )
+    api.state.pingr = app
+    for router in ROUTERS:
+        api.include_router(router, prefix=PREFIX)
+    # At the root: heartbeat pings (/ping/{token}), and /metrics where scrapers look for it.
+    api.include_router(push.ping_router)
+    if app.metrics is not None:
+        api.include_router(metrics.metrics_router(app.metrics.config.public))
+
+    @api.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @api.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=400)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        schema = get_openapi(title=api.title, version=api.version, description=api.description,
+                             routes=api.routes)
+        # We answer invalid input with 400 {"detail": str}, never FastAPI's 422 list.
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                responses = op.get("responses", {})
+                if "422" in responses:
+                    del responses["422"]
+                    responses.setdefault("400", {
+                        "description": "Invalid parameter or body",
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+                    })
+        comps = schema.setdefault("components", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            comps.get("schemas", {}).pop(name, None)
+        comps.setdefault("schemas", {}).setdefault(
+            "ErrorOut", {"type": "object", "properties": {"detail": {"type": "string"}},
+                         "required": ["detail"], "title": "ErrorOut"})
+
+        api.openapi_schema = schema
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    return AlertStatusFastPath(api, app)
+
+
+class AlertStatusFastPath:
+    """Answers GET /api/v1/alert-status before FastAPI's routing and dependency machinery.
+
+    Pollers hit this path every few seconds; the same Authenticator checks the key, scope and
+    rate limits, the body comes cached from the monitor's snapshot, and ETag gives 304s.
+    Everything else goes to the FastAPI app unchanged.
+    """
+
+    def __init__(self, inner: FastAPI, app: App) -> None:
+        self.inner = inner
+        self.app = app
+        # Starlette's TestClient and other tooling look for these on the ASGI app.
+        self.state = inner.state
+        self.openapi = inner.openapi
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or scope["path"] != STATUS_PATH
+                or scope["method"] not in ("GET", "HEAD")):
+            await self.inner(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name in (b"x-api-key", b"authorization", b"if-none-match", b"x-forwarded-for"):
+                headers[name.decode()] = value.decode("latin-1")
+        auth = self.app.auth
+        peer = scope.get("client")
+        ip = auth.client_ip(peer[0] if peer else None, headers.get("x-forwarded-for"))
+        outcome = auth.check(key_from_headers(headers.get), ip, "read")
+        out_headers = outcome.headers
+        if outcome.status != 200:
+            status, body = outcome.status, json.dumps({"detail": outcome.detail}).encode()
+        else:
+            status, body, etag = alerts.alert_status_response(
+                self.app, headers.get("if-none-match"))
+            out_headers = {**out_headers, "ETag": etag, "Cache-Control": "no-cache"}
+        raw = [(b"content-type", b"application/json")]
+        if status != 304:
+            raw.append((b"content-length", str(len(body)).encode()))
+        raw += [(k.lower().encode(), v.encode()) for k, v in out_headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body",
+                    "body": body if scope["method"] == "GET" else b""})

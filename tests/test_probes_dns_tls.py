@@ -1,19 +1,23 @@
-"""The DNS probe against a real server on loopback.
+"""The DNS and TLS probes against real servers on loopback.
 
-Debian's dnsmasq, started here on a 127.53.x.y address and a high port with no upstream
+DNS: Debian's dnsmasq, started here on a 127.53.x.y address and a high port with no upstream
 (`no-resolv`), so no query ever leaves the machine; it answers, changes its answer (restarted
-with a new config), stops (refused) and hangs (SIGSTOP: no answer).
+with a new config), stops (refused) and hangs (SIGSTOP: no answer). TLS: certificates made
+here with `cryptography` (a test CA; valid, 3 days left, expired, wrong host, self-signed,
+unknown CA), each served by an asyncio TLS server on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -25,6 +29,7 @@ import pytest
 from pingr.models import Result, Target
 from pingr.probes.context import ProbeContext
 from pingr.probes.registry import KINDS, parse_spec
+from pingr.probes.tls import tls_target_for
 
 DNSMASQ = shutil.which("dnsmasq") or next(
     (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if os.path.exists(p)), None)
@@ -370,3 +375,297 @@ async def test_dns_without_server_and_without_nameservers(tmp_path, monkeypatch)
     result = await probe(type="dns", query="web.pingr.test")
     assert not result.success
     assert result.error == f"no server given and no nameserver in {tmp_path / 'resolv.conf'}"
+
+
+# --------------------------------------------------------------------------------------- TLS
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+class Certs:
+    """A test CA and leaf certificates (EC P-256: quick to make), written as PEM files."""
+
+    def __init__(self, directory: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.dir = directory
+        self._x509, self._hashes, self._ser, self._ec = x509, hashes, serialization, ec
+        self._name = lambda cn: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        self.ca_key, self.ca = self._cert("pingr test CA", None, days=(-1, 3650), ca=True)
+        self.ca_file = self._write("ca.pem", self.ca)
+        self.other_key, self.other_ca = self._cert("Other CA", None, days=(-1, 3650), ca=True)
+        self.leaves: dict[str, tuple[Path, Path, object]] = {}
+        local = ["localhost", "127.0.0.1"]
+        for name, cn, sans, days, issuer in [
+            ("valid", "localhost", local, (-1, 90), "ca"),
+            ("soon", "localhost", local, (-60, 3), "ca"),
+            ("expired", "localhost", local, (-30, -1), "ca"),
+            ("wrong_host", "other.pingr.test", ["other.pingr.test"], (-1, 90), "ca"),
+            ("self_signed", "selfie.local", local, (-1, 90), None),
+            ("unknown_ca", "localhost", local, (-1, 90), "other"),
+        ]:
+            signer = {"ca": (self.ca_key, self.ca), "other": (self.other_key, self.other_ca),
+                      None: None}[issuer]
+            key, cert = self._cert(cn, signer, days=days, sans=sans)
+            self.leaves[name] = (self._write(f"{name}.pem", cert),
+                                 self._write_key(f"{name}.key", key), cert)
+
+    def _cert(self, cn, signer, days, sans=(), ca=False):
+        import ipaddress
+
+        x509 = self._x509
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        now = _now()
+        sign_key, issuer = (key, self._name(cn)) if signer is None else (signer[0],
+                                                                        signer[1].subject)
+        builder = (x509.CertificateBuilder().subject_name(self._name(cn)).issuer_name(issuer)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now + dt.timedelta(days=days[0]))
+                   .not_valid_after(now + dt.timedelta(days=days[1])))
+        if ca:
+            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None),
+                                            critical=True)
+        if sans:
+            entries = []
+            for s in sans:
+                try:
+                    entries.append(x509.IPAddress(ipaddress.ip_address(s)))
+                except ValueError:
+                    entries.append(x509.DNSName(s))
+            builder = builder.add_extension(x509.SubjectAlternativeName(entries), critical=False)
+        return key, builder.sign(sign_key, self._hashes.SHA256())
+
+    def _write(self, name, cert) -> Path:
+        path = self.dir / name
+        path.write_bytes(cert.public_bytes(self._ser.Encoding.PEM))
+        return path
+
+    def _write_key(self, name, key) -> Path:
+        path = self.dir / name
+        path.write_bytes(key.private_bytes(self._ser.Encoding.PEM,
+                                           self._ser.PrivateFormat.PKCS8,
+                                           self._ser.NoEncryption()))
+        return path
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+class TlsServers:
+    """asyncio TLS servers on 127.0.0.1, one per certificate asked for (in the test's loop)."""
+
+    def __init__(self, certs: Certs) -> None:
+        self.certs = certs
+        self.servers: list[asyncio.Server] = []
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.stopping = asyncio.Event()
+
+    async def _start(self, handle, ssl_ctx: ssl.SSLContext | None) -> int:
+        async def tracked(reader, writer):
+            self.writers.add(writer)
+            try:
+                await handle(reader, writer)
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        server = await asyncio.start_server(tracked, "127.0.0.1", 0, ssl=ssl_ctx)
+        self.servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def serve(self, leaf: str) -> int:
+        cert_file, key_file, _ = self.certs.leaves[leaf]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert_file, key_file)
+
+        async def handle(reader, writer):
+            await reader.read(100)
+
+        return await self._start(handle, ctx)
+
+    async def serve_plain(self, reply: bytes | None) -> int:
+        """A TCP server that never starts TLS: answers `reply` or says nothing at all."""
+        async def handle(reader, writer):
+            await reader.read(100)
+            if reply is None:
+                await self.stopping.wait()
+            else:
+                writer.write(reply)
+                await writer.drain()
+
+        return await self._start(handle, None)
+
+    async def close(self) -> None:
+        self.stopping.set()
+        for writer in self.writers:
+            writer.transport.abort()
+        for server in self.servers:
+            server.close()
+            await server.wait_closed()
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def tls(certs):
+    servers = TlsServers(certs)
+    yield servers
+    await servers.close()
+
+
+def tls_probe(certs: Certs, port: int, **extra):
+    return probe(type="tls", host="127.0.0.1", port=port, ca_file=str(certs.ca_file), **extra)
+
+
+async def test_tls_valid_certificate(certs, tls):
+    port = await tls.serve("valid")
+    result = await tls_probe(certs, port)
+    assert result.success, result.error
+    assert result.error is None and isinstance(result.latency_ms, int)
+    m = result.metrics
+    cert = certs.leaves["valid"][2]
+    assert abs(m["days_left"] - 90) < 0.01
+    assert m["not_after"] == cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert m["issuer"] == "CN=pingr test CA"
+    assert m["subject"] == "CN=localhost"
+    assert m["sans"] == ["localhost", "127.0.0.1"]
+    assert m["warning"] is False and m["expired"] is False and m["verified"] is True
+    assert len(m["sha256"]) == 64
+    # The same by name: SNI and host name check for "localhost".
+    named = await tls_probe(certs, port, server_name="localhost")
+    assert named.success, named.error
+
+
+async def test_tls_expiring_in_3_days_warns_but_succeeds(certs, tls):
+    port = await tls.serve("soon")
+    result = await tls_probe(certs, port)
+    assert result.success, result.error
+    assert abs(result.metrics["days_left"] - 3) < 0.01
+    assert result.metrics["warning"] is True and result.metrics["verified"] is True
+    quiet = await tls_probe(certs, port, warn_days=2)
+    assert quiet.success and quiet.metrics["warning"] is False
+
+
+async def test_tls_expired(certs, tls):
+    port = await tls.serve("expired")
+    result = await tls_probe(certs, port)
+    assert not result.success
+    not_after = certs.leaves["expired"][2].not_valid_after_utc
+    assert result.error == f"certificate expired on {not_after:%Y-%m-%d %H:%M} UTC"
+    m = result.metrics
+    assert m["expired"] is True and m["warning"] is False and m["verified"] is False
+    assert abs(m["days_left"] + 1) < 0.01
+    # Not verifying does not make an expired certificate good.
+    unverified = await tls_probe(certs, port, verify=False)
+    assert not unverified.success
+    assert unverified.error == f"certificate expired on {not_after:%Y-%m-%d %H:%M} UTC"
+
+
+async def test_tls_wrong_host(certs, tls):
+    port = await tls.serve("wrong_host")
+    by_ip = await tls_probe(certs, port)
+    assert not by_ip.success
+    assert by_ip.error == ("hostname mismatch: the certificate is not valid for 127.0.0.1: "
+                           "it is for other.pingr.test")
+    by_name = await tls_probe(certs, port, server_name="localhost")
+    assert by_name.error == ("hostname mismatch: the certificate is not valid for localhost: "
+                             "it is for other.pingr.test")
+    # What the certificate says is still read and reported.
+    assert by_name.metrics["subject"] == "CN=other.pingr.test"
+    assert abs(by_name.metrics["days_left"] - 90) < 0.01
+    assert by_name.metrics["verified"] is False
+
+
+async def test_tls_self_signed_and_unknown_ca(certs, tls):
+    port = await tls.serve("self_signed")
+    result = await tls_probe(certs, port)
+    assert not result.success
+    assert result.error == "self-signed certificate (CN=selfie.local): not issued by a trusted CA"
+    assert result.metrics["issuer"] == result.metrics["subject"] == "CN=selfie.local"
+    unverified = await tls_probe(certs, port, verify=False)
+    assert unverified.success, unverified.error
+    assert unverified.metrics["verified"] is False
+    # Default CAs (certifi's, as the HTTP probe uses) do not know the test CA either.
+    port = await tls.serve("valid")
+    default = await probe(type="tls", host="127.0.0.1", port=port)
+    assert default.error == ("certificate issuer CN=pingr test CA is not trusted "
+                             "(unknown CA or incomplete chain)")
+    port = await tls.serve("unknown_ca")
+    other = await tls_probe(certs, port)
+    assert other.error == ("certificate issuer CN=Other CA is not trusted "
+                           "(unknown CA or incomplete chain)")
+
+
+async def test_tls_server_down_slow_or_not_tls(certs, tls):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = await tls_probe(certs, port)
+    assert not down.success and down.metrics is None
+    assert down.error == f"connect to 127.0.0.1:{port} failed: Connection refused"
+
+    port = await tls.serve_plain(None)  # accepts, never answers the ClientHello
+    start = time.monotonic()
+    slow = await tls_probe(certs, port, timeout_ms=500)
+    elapsed = time.monotonic() - start
+    assert slow.error == (f"TLS handshake with 127.0.0.1:{port} timed out after 500 ms (the "
+                          "server accepted the connection but did not complete the handshake)")
+    assert 0.45 <= elapsed < 1.5, elapsed
+
+    port = await tls.serve_plain(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # plain HTTP
+    plain = await tls_probe(certs, port)
+    assert not plain.success and plain.metrics is None
+    assert plain.error == (f"TLS handshake with 127.0.0.1:{port} failed: the server does not "
+                           "speak TLS on this port (wrong version number)")
+
+    port = await tls.serve_plain(b"")  # closes at once
+    closed = await tls_probe(certs, port)
+    assert closed.error.startswith(f"TLS handshake with 127.0.0.1:{port} failed: "), closed.error
+    assert "closed the connection" in closed.error or "reset" in closed.error, closed.error
+
+
+async def test_tls_ca_file_missing(tmp_path):
+    result = await probe(type="tls", host="127.0.0.1", port=443,
+                         ca_file=str(tmp_path / "nope.pem"))
+    assert result.error == f"cannot load ca_file {tmp_path / 'nope.pem'}: No such file or directory"
+
+
+async def test_tls_target_for_https(certs, tls):
+    http = parse_spec({"name": "shop", "type": "http", "url": "https://localhost:8443/health",
+                       "interval": "1m", "timeout": "3s", "tags": ["web"]})
+    spec = tls_target_for(http)
+    assert (spec.type, spec.host, spec.port, spec.verify, spec.warn_days) == (
+        "tls", "localhost", 8443, True, 14)
+    assert spec.name == "shop (certificate)"
+    assert (spec.interval_seconds, spec.timeout_ms, spec.tags) == (3600, 3000, ["web"])
+    assert tls_target_for(parse_spec({"name": "x", "type": "http", "url": "http://a/"})) is None
+    insecure = parse_spec({"name": "x", "type": "http", "url": "https://[::1]/",
+                           "verify_tls": False})
+    assert (tls_target_for(insecure).host, tls_target_for(insecure).port,
+            tls_target_for(insecure).verify) == ("::1", 443, False)
+    # And it probes: the HTTPS server's certificate, through its URL's host and port.
+    port = await tls.serve("valid")
+    http = parse_spec({"name": "shop", "type": "http", "url": f"https://127.0.0.1:{port}/"})
+    spec = tls_target_for(http, ca_file=str(certs.ca_file))
+    assert (spec.host, spec.port) == ("127.0.0.1", port)
+    result = await KINDS["tls"].run(Target(2, "t-2", spec), ProbeContext())
+    assert result.success, result.error
+    assert result.metrics["subject"] == "CN=localhost" and result.metrics["verified"]
+
+
+def test_tls_config_validation():
+    spec = parse_spec({"name": "c", "type": "tls", "host": "example.lan"})
+    assert (spec.port, spec.server_name, spec.warn_days, spec.verify, spec.ca_file) == (
+        443, None, 14, True, None)
+    for extra, message in [({"host": "bad host"}, "invalid host"),
+                           ({"warn_days": -1}, "warn_days"),
+                           ({"port": 0}, "port"),
+                           ({"ca_file": " "}, "ca_file must not be blank")]:
+        with pytest.raises(ValueError, match=message):
+            parse_spec({"name": "c", "type": "tls", "host": "example.lan", **extra})

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter
 
 from pingr.configbase import TargetBase
-from pingr.probes import dns, heartbeat, http, icmp, tcp
+from pingr.probes import dns, heartbeat, http, icmp, tcp, tls
 from pingr.probes.kind import Kind
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
@@ -16,6 +16,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     tcp.KIND,
     heartbeat.KIND,
     dns.KIND,
+    tls.KIND,
 )}
 
 #: The config model of one target: the kinds' models, told apart by `type`.

@@ -591,6 +591,7 @@ async def test_tls_self_signed_and_unknown_ca(certs, tls):
     unverified = await tls_probe(certs, port, verify=False)
     assert unverified.success, unverified.error
     assert unverified.metrics["verified"] is False
+    assert isinstance(unverified.latency_ms, int) and unverified.latency_ms >= 0
     # Default CAs (certifi's, as the HTTP probe uses) do not know the test CA either.
     port = await tls.serve("valid")
     default = await probe(type="tls", host="127.0.0.1", port=port)

@@ -258,7 +258,6 @@ def describe(der: bytes, now_s: float, warn_days: int) -> dict[str, Any]:
         # Not metrics: for the messages below, dropped before the result is made.
         "_not_after": not_after,
         "_not_before": not_before,
-        "_self_issued": cert.issuer == cert.subject,
     }
 
 
@@ -310,10 +309,13 @@ async def run(target: Target, ctx: ProbeContext) -> Result:
                 der = await _handshake(spec, sslctx, deadline)
             except ssl.SSLCertVerificationError as exc:
                 verify_error = exc
-        if not spec.verify or verify_error is not None:
+        # Latency: connect + handshake of the first (verifying, unless verify is off) one.
+        if verify_error is not None:
             latency = round((time.perf_counter() - start) * 1000)
             der = await _handshake(spec, _reading_context(), deadline)
         else:
+            if not spec.verify:
+                der = await _handshake(spec, _reading_context(), deadline)
             latency = round((time.perf_counter() - start) * 1000)
     except _Failed as exc:
         if verify_error is not None:  # the second handshake failed: say why the first did

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on Debian / Raspberry Pi OS, idempotently:
 # Debian packages (docker.io for the Docker tests, busybox-static for their tiny image,
-# mosquitto for MQTT, fping for the benchmark's reference), then a venv in .venv with pingr
+# mosquitto for MQTT, fping for the benchmark's reference, dnsmasq-base: the DNS server the
+# DNS probe tests start on loopback, without the system service), then a venv in .venv with pingr
 # and its test extras. The Docker daemon itself is started by the tests (tests/dockerd.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps curl jq wrk
-          docker.io busybox-static mosquitto fping shellcheck systemd nodejs
+          docker.io busybox-static mosquitto fping dnsmasq-base shellcheck systemd nodejs
           debootstrap systemd-container)  # pi-setup.sh is tested in a fresh Debian root,
                                           # chrooted and booted with systemd-nspawn
 

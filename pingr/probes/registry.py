@@ -7,7 +7,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter
 
 from pingr.configbase import TargetBase
-from pingr.probes import heartbeat, http, icmp, tcp
+from pingr.probes import dns, heartbeat, http, icmp, tcp, tls
 from pingr.probes.kind import Kind
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
@@ -15,6 +15,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     http.KIND,
     tcp.KIND,
     heartbeat.KIND,
+    dns.KIND,
+    tls.KIND,
 )}
 
 #: The config model of one target: the kinds' models, told apart by `type`.

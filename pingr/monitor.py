@@ -99,6 +99,10 @@ class Change:
         return bool(self.events or self.alerts or self.situation or self.targets)
 
 
+#: What most results change: nothing but counters (shared, so a steady result allocates none).
+NO_CHANGE = Change()
+
+
 class _Step:
     """Collects what one public call changes, then turns it into a Change."""
 
@@ -117,6 +121,8 @@ class _Step:
         self.urgent = True
 
     def done(self) -> Change:
+        if not (self.events or self.alerts or self.situation or self.targets):
+            return NO_CHANGE
         return Change(tuple(self.events), tuple(self.alerts), self.situation, self.targets,
                       self.urgent)
 
@@ -338,10 +344,10 @@ class Monitor:
                 state.alert = None
             log.info("%s is unreachable (its parent %s is down)", target.name,
                      target.spec.depends_on)
-        step.situation = True
         self._touch()
         if old == PENDING and new == UP:
-            return  # a first success is no news
+            return  # a first success is no news, and nothing anybody shows changes but its status
+        step.situation = True
         step.events.append(Event(f"target.{new}", ts, target, old, new,
                                  alert.copy() if alert else None, result))
         if new in (DOWN, UNREACHABLE):

@@ -119,6 +119,11 @@ class Outputs:
     def configured(self) -> bool:
         return bool(self.config.outputs or self.config.buttons)
 
+    @property
+    def running(self) -> bool:
+        """Pins are open and follow the snapshot."""
+        return self._running
+
     def _quiet_span(self, out: OutputBase) -> Any:
         text = getattr(out, "quiet_hours", None)
         text = text if text is not None else self.config.quiet_hours

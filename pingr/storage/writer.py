@@ -66,25 +66,43 @@ class Writer(Schema):
             self.spool_file.start(max(generation, committed) + 1)
 
     async def run_writer(self) -> None:
-        """Spool every `flush_interval`; commit every `commit_interval`, sooner when
-        `batch_size` results wait or an alert changed."""
+        """Spool results within `flush_interval` of their arrival; commit `commit_interval`
+        after something became pending, sooner when `batch_size` results wait or an alert
+        changed. With nothing to do it sleeps until woken (an idle appliance does not wake
+        every second), and a failed step is logged, never the end of the writer."""
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        next_commit = loop.time() + self.commit_interval
+        spool_at: float | None = None
+        commit_at: float | None = None
         while True:
+            now = loop.time()
+            if self._new and spool_at is None:
+                spool_at = now + self.flush_interval
+            if commit_at is None and self.pending():
+                commit_at = now + self.commit_interval
+            deadlines = [t for t in (spool_at, commit_at) if t is not None]
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
             try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
             self._wake.clear()
-            if (self._urgent or loop.time() >= next_commit
-                    or len(self._new) + len(self._spooled) >= self.batch_size):
-                self._urgent = False
-                next_commit = loop.time() + self.commit_interval
-                if self.pending():
-                    await loop.run_in_executor(self._executor, self.flush)
-            elif self._new:
-                await loop.run_in_executor(self._executor, self.spool)
+            now = loop.time()
+            try:
+                if (self._urgent or (commit_at is not None and now >= commit_at)
+                        or len(self._new) + len(self._spooled) >= self.batch_size):
+                    self._urgent = False
+                    commit_at = spool_at = None
+                    if self.pending():
+                        await loop.run_in_executor(self._executor, self.flush)
+                elif spool_at is not None and now >= spool_at:
+                    spool_at = None
+                    if self._new:
+                        await loop.run_in_executor(self._executor, self.spool)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end every later write
+                log.exception("the store's writer failed; it carries on")
 
     async def write(self, fn: Callable[[Session], T]) -> T:
         """Run a write on the writer thread, so writes never contend with each other."""
@@ -103,10 +121,13 @@ class Writer(Schema):
             return out
 
     def _poke(self, urgent: bool = False) -> None:
+        """Wake the writer: an alert to commit now, a full batch, or the first result since
+        the last spool (it starts the flush_interval clock). Loop thread only."""
         if urgent:
             self._urgent = True
-        if self._wake is not None and (
-                urgent or len(self._new) + len(self._spooled) >= self.batch_size):
+        pending = len(self._new) + len(self._spooled)
+        if self._wake is not None and (urgent or pending >= self.batch_size
+                                       or len(self._new) == 1):
             self._wake.set()
 
     # ------------------------------------------------------------------ buffered writes

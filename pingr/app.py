@@ -48,7 +48,7 @@ from pingr.keys import KeyRing, create_key, hash_key
 from pingr.liveness import Inputs, Liveness, Verdict
 from pingr.metrics import Metrics
 from pingr.models import Alert, Result, Target
-from pingr.monitor import Change, Event, Monitor
+from pingr.monitor import NO_CHANGE, Change, Event, Monitor
 from pingr.mqtt.publisher import Mqtt
 from pingr.notify.notifier import Notifier
 from pingr.outputs.manager import Outputs
@@ -265,7 +265,8 @@ class App:
         self.events.on_result(target, result)
         if self.mqtt is not None:
             self.mqtt.on_result(target, result)
-        self._apply(change)
+        if change is not NO_CHANGE:  # most results change nothing but counters
+            self._apply(change)
         verdict = self.liveness.verdict
         if target.probed and (verdict.stale or not verdict.healthy):
             self._check_liveness()  # alive again with this result, not at the next check

@@ -98,11 +98,6 @@ class PingrCollector:
         store = self.store
         yield CounterMetricFamily("pingr_storage_rows_written",
                                   "Result rows written to SQLite", value=store.rows_written)
-        bytes_written = getattr(store, "bytes_written", None)
-        if isinstance(bytes_written, int | float):
-            yield CounterMetricFamily("pingr_storage_bytes_written",
-                                      "Bytes written to the SQLite database and its journal",
-                                      value=bytes_written)
         yield CounterMetricFamily("pingr_storage_dropped_results",
                                   "Results dropped because the database could not take them",
                                   value=store.dropped_results)

@@ -208,6 +208,16 @@ class OutputBase(Strict):
         """Plays tones (PWM) rather than switching on and off."""
         return False
 
+    @property
+    def selector(self) -> SelectorConfig | None:
+        """The targets/tags that drive it, when a selector does."""
+        return None
+
+    @property
+    def own_quiet_hours(self) -> str | None:
+        """Its own quiet hours setting (else hardware.quiet_hours applies)."""
+        return None
+
     def raw_pins(self) -> dict[str, int | str]:
         """Role -> pin as written (BCM number, GPIOnn or a board channel name)."""
         raise NotImplementedError
@@ -291,6 +301,14 @@ class SingleOutput(OutputBase):
     def drive(self) -> str | SelectorConfig:
         """What drives this output (`alert` unless configured)."""
         return self.when if self.when is not None else "alert"
+
+    @property
+    def selector(self) -> SelectorConfig | None:
+        return self.when if isinstance(self.when, SelectorConfig) else None
+
+    @property
+    def own_quiet_hours(self) -> str | None:
+        return self.quiet_hours
 
     @property
     def effective_pattern(self) -> PatternConfig:
@@ -579,9 +597,8 @@ class HardwareConfig(Strict):
     def selector_targets(self) -> list[tuple[tuple[Any, ...], str]]:
         """(location, target name) of every target a selector names (checked by pingr.config)."""
         return [(("outputs", i, "when", "targets", j), name)
-                for i, out in enumerate(self.outputs)
-                if isinstance(getattr(out, "when", None), SelectorConfig)
-                for j, name in enumerate(out.when.targets)]
+                for i, out in enumerate(self.outputs) if out.selector is not None
+                for j, name in enumerate(out.selector.targets)]
 
 
 def _channel(board: BoardProfile | None, name: str, loc: tuple[Any, ...]) -> Any:

@@ -125,7 +125,7 @@ class Outputs:
         return self._running
 
     def _quiet_span(self, out: OutputBase) -> Any:
-        text = getattr(out, "quiet_hours", None)
+        text = out.own_quiet_hours
         text = text if text is not None else self.config.quiet_hours
         if not out.is_audible or text is None or text.strip().lower() == "none":
             return None

@@ -25,18 +25,27 @@ API_KEY = "bench_admin_key_0123456789abcdef"
 
 #: A trivial FastAPI app served the way pingr serves its API (pingr.app.App.serve: a
 #: uvicorn.Server with these settings, inside asyncio.run, on a socket bound beforehand):
-#: the reference for idle cost and start-up. argv: port [notick]. With "notick" uvicorn's
-#: main loop (a 0.1 s `on_tick` poll for should_exit, which also refreshes the Date header)
-#: is replaced by a wait on nothing, to show how much of the floor that poll is.
+#: the reference for idle cost and start-up. argv: port [notick] [asgi]. With "notick"
+#: uvicorn's main loop (a 0.1 s `on_tick` poll for should_exit, which also refreshes the Date
+#: header) is replaced by a wait on nothing, to show how much of the floor that poll is. With
+#: "asgi" the app is a plain ASGI function instead of FastAPI (no FastAPI/pydantic import).
 BARE_APP = """
-import asyncio, socket, sys, time
-t0 = time.monotonic()
+import asyncio, socket, sys
 import uvicorn
-from fastapi import FastAPI
-app = FastAPI()
-@app.get("/api/v1/health")
-async def health():
-    return {"ok": True}
+if "asgi" in sys.argv:
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", b"11")]})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+else:
+    from fastapi import FastAPI
+    app = FastAPI()
+    @app.get("/api/v1/health")
+    async def health():
+        return {"ok": True}
 class Server(uvicorn.Server):
     if "notick" in sys.argv:
         async def main_loop(self):

@@ -155,9 +155,11 @@ def foreign(seconds: float = 30, pairs: int = 3, warmup: float = 20, rate_ms: in
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     try:
                         time.sleep(1.0)
-                        n0, a = counter.count, procstat.sample(pingr.pid)
+                        # Every request (the neighbour pings one address 100 times a second:
+                        # not one probe sent again).
+                        n0, a = counter.count + counter.repeated, procstat.sample(pingr.pid)
                         time.sleep(seconds)
-                        b, n1 = procstat.sample(pingr.pid), counter.count
+                        b, n1 = procstat.sample(pingr.pid), counter.count + counter.repeated
                     finally:
                         neighbour.terminate()
                         neighbour.wait()

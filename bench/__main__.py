@@ -7,9 +7,10 @@ import os
 import platform
 import time
 
-from bench import alertstatus, card, memory, probes, storage
+from bench import alertstatus, anchor, card, idle, lazy, memory, mixed, probes, startup, storage
 
-ALL = ("icmp", "http", "alert-status", "storage", "card", "memory")
+ALL = ("icmp", "http", "alert-status", "storage", "card", "memory", "idle", "foreign", "startup",
+       "lazy", "simplemonitor", "mixed")
 
 
 def main() -> None:
@@ -24,7 +25,9 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days, card 5 min)",
+        help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days, card 5 min, "
+        "idle 1 window of 60 s, foreign 1 pair of 20 s, startup 3 runs, simplemonitor 1 round, "
+        "mixed 60 s)",
     )
     args = parser.parse_args()
     names = args.names or list(ALL)
@@ -47,6 +50,18 @@ def main() -> None:
         card.main(minutes=5 if args.quick else 20)
     if "memory" in names:
         memory.main(seconds=30 if args.quick else 120)
+    if "idle" in names:
+        idle.main(windows=1 if args.quick else 3)
+    if "foreign" in names:
+        idle.foreign(seconds=20 if args.quick else 30, pairs=1 if args.quick else 3)
+    if "startup" in names:
+        startup.main(runs=3 if args.quick else 5)
+    if "lazy" in names:
+        lazy.main(runs=1 if args.quick else 3)
+    if "simplemonitor" in names:
+        anchor.main(rounds=1 if args.quick else 3)
+    if "mixed" in names:
+        mixed.main(seconds=60 if args.quick else 120)
 
 
 if __name__ == "__main__":

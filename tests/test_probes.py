@@ -279,3 +279,88 @@ async def test_icmp_send_that_stalled_is_timed_again():
         assert d.resent == 1 and 0 <= rtt < 10_000_000
     finally:
         d.close()
+
+
+#: A foreign pinger in its own process: raw echo requests to loopback under the identifier it is
+#: given, reading its own replies so that the test knows they were delivered. With "rr" the
+#: requests carry an IP option (record route), which the reply echoes: a 36-byte IP header.
+FOREIGN_PINGER = textwrap.dedent("""
+    import select, socket, struct, sys
+    ident, count = int(sys.argv[1]), int(sys.argv[2])
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    if sys.argv[3:] == ["rr"]:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([7, 15, 4]) + bytes(13))
+    def packet(seq):
+        head = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"foreign-pinger!!"
+        total = sum(struct.unpack("!%dH" % (len(head) // 2), head))
+        total = (total >> 16) + (total & 0xFFFF)
+        total += total >> 16
+        return head[:2] + struct.pack("!H", ~total & 0xFFFF) + head[4:]
+    got = set()
+    for seq in range(count):
+        s.sendto(packet(seq), ("127.0.0.1", 0))
+        while select.select([s], [], [], 0.01)[0]:
+            data = s.recv(2048)
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+                got.add(struct.unpack("!H", icmp[6:8])[0])
+    while len(got) < count and select.select([s], [], [], 1.0)[0]:
+        data = s.recv(2048)
+        icmp = data[(data[0] & 0x0F) * 4:]
+        if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+            got.add(struct.unpack("!H", icmp[6:8])[0])
+    print(len(got))
+""")
+
+
+@needs_icmp
+async def test_icmp_foreign_echo_replies_never_wake_the_dispatcher():
+    """Every raw ICMP socket gets a copy of every ICMP packet on the host: without a kernel
+    filter, each reply to another program's ping (a neighbour pinging at 100/s) would wake
+    pingr and cost a recv in Python. The shared socket's socket filter (classic BPF) passes
+    only echo replies carrying the dispatcher's identifier, so a foreign ping is never read."""
+    import asyncio
+
+    from pingr.probes import icmp
+
+    if not detect_mode():
+        pytest.skip("needs a raw ICMP socket (root or CAP_NET_RAW); datagram sockets get only "
+                    "their own replies from the kernel anyway")
+    d = icmp.Dispatcher(True)
+    try:
+        foreign_ident = (d.ident + 1) & 0xFFFF
+        count = 50
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FOREIGN_PINGER, str(foreign_ident), str(count),
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert int(out) == count  # the neighbour's replies were on the wire (loopback)
+        await asyncio.sleep(0.2)  # give the loop every chance to read anything queued
+        assert d.reads == 0, f"the dispatcher read {d.reads} foreign packets"
+
+        # Its own probes still get through the filter, one read each.
+        for _ in range(3):
+            rtt = await d.ping("127.0.0.1", 2.0)
+            assert 0 <= rtt < 100_000_000
+        assert d.reads == 3
+
+        # The filter finds the ICMP header behind IP options too (header length from the
+        # packet, not assumed to be 20): replies with our identifier and a 36-byte IP header
+        # are let through (and ignored: no probe waits for those sequence numbers) ...
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FOREIGN_PINGER, str(d.ident), "5", "rr",
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert int(out) == 5
+        await asyncio.sleep(0.2)
+        assert d.reads == 3 + 5
+        # ... and foreign ones with options are not.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FOREIGN_PINGER, str(foreign_ident), "5", "rr",
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert int(out) == 5
+        await asyncio.sleep(0.2)
+        assert d.reads == 3 + 5
+    finally:
+        d.close()

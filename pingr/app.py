@@ -258,7 +258,8 @@ class App:
         change = self.monitor.process(result)
         if change is None:
             return  # paused meanwhile
-        if target.probed:
+        probed = target.probed
+        if probed:
             self.store.add_result(result, target.pk)
         if self.metrics is not None:
             self.metrics.count(target, result)
@@ -268,7 +269,7 @@ class App:
         if change is not NO_CHANGE:  # most results change nothing but counters
             self._apply(change)
         verdict = self.liveness.verdict
-        if target.probed and (verdict.stale or not verdict.healthy):
+        if probed and (verdict.stale or not verdict.healthy):
             self._check_liveness()  # alive again with this result, not at the next check
 
     def _apply(self, change: Change) -> None:

@@ -35,19 +35,16 @@ class Target:
     created_at: int = 0
     updated_at: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Copied from the spec once (read on every result: plain attributes, not properties).
+    name: str = field(init=False)
+    enabled: bool = field(init=False)
+    #: Probed by the scheduler and kept in raw history (not a collector's finding).
+    probed: bool = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def enabled(self) -> bool:
-        return self.spec.enabled
-
-    @property
-    def probed(self) -> bool:
-        """Probed by the scheduler and kept in raw history (not a collector's finding)."""
-        return self.spec.probed
+    def __post_init__(self) -> None:
+        self.name = self.spec.name
+        self.enabled = self.spec.enabled
+        self.probed = self.spec.probed
 
 
 @dataclass(slots=True)

@@ -166,7 +166,9 @@ class Writer(Schema):
                 self.dropped_results += 1
             self._new.append((rid, result.success, result.latency_ms, result.status_code,
                               result.error, keep))
-        self._poke()
+        if self._wake is not None and (len(self._new) == 1
+                                       or len(self._new) + len(self._spooled) >= self.batch_size):
+            self._wake.set()  # the first since the last spool starts the clock; a full batch
 
     def put_alert(self, alert: Alert, urgent: bool = True) -> None:
         """Buffer an alert insert-or-update (a copy), committed promptly when `urgent`."""

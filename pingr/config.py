@@ -21,6 +21,7 @@ from pingr.settings import (
     AuthConfig,
     DockerConfig,
     EventsConfig,
+    HttpConfig,
     MetricsConfig,
     NotifyChannel,
     NotifySettings,
@@ -43,6 +44,7 @@ class Config(Strict):
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="0 picks a free port")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     docker: DockerConfig = Field(default_factory=DockerConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)

@@ -55,8 +55,8 @@ class RepeatFilter(logging.Filter):
 
 #: Loggers whose records can come once per connection or per accept: uvicorn's ("Invalid HTTP
 #: request received", "Exception in ASGI application") and asyncio's (accept() failing with
-#: "Too many open files", "socket.send() raised exception").
-FLOOD_LOGGERS = ("uvicorn", "uvicorn.error", "asyncio")
+#: "Too many open files", "socket.send() raised exception"), and the connection cap's own.
+FLOOD_LOGGERS = ("uvicorn", "uvicorn.error", "asyncio", "pingr.httpconns")
 
 
 def install(interval: float = INTERVAL, names: tuple[str, ...] = FLOOD_LOGGERS) -> RepeatFilter:

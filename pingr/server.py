@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from pingr import logrepeat
 from pingr.api.asgi import create_api
 from pingr.app import App
+from pingr.httpconns import Tracker, connection_plan, protocol_class, raise_fd_limit
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ class Server:
         self.listening = asyncio.Event()
         self._stop = asyncio.Event()
         self.uvicorn: _Uvicorn | None = None
+        #: Open HTTP connections (bounded) and how many were closed or refused.
+        self.connections: Tracker | None = None
 
     @property
     def port(self) -> int:
@@ -49,6 +53,8 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        # More descriptors for probes and connections alike (the soft limit is often 1,024).
+        fd_limit = raise_fd_limit()
         # Bind before anything starts: a port in use is a plain error, and with port 0 the
         # real port is known before the built-in self-probe target is made.
         sock = bind(app.config.host, app.config.port)
@@ -60,10 +66,21 @@ class Server:
             await app.stop()
             raise
         try:
+            http = app.config.http
+            cap, backlog = connection_plan(http.max_connections, fd_limit)
+            self.connections = Tracker(cap, http.header_timeout)
+            if cap < http.max_connections:
+                log.warning("http.max_connections lowered to %d: most of the %d open files "
+                            "this process may have stay for the probes", cap, fd_limit)
             config = uvicorn.Config(
                 create_api(app), host=app.config.host, port=app.port,
                 access_log=False, log_level="warning", lifespan="off", server_header=False,
+                http=protocol_class(self.connections),  # type: ignore[arg-type]
+                backlog=backlog,
             )
+            # After uvicorn configured its loggers: repeated errors (a failing accept(), bad
+            # requests) are written once a minute with a count.
+            logrepeat.install()
             self.uvicorn = _Uvicorn(config)
             server_task = loop.create_task(self.uvicorn.serve(sockets=[sock]), name="http")
             stop_task = loop.create_task(self._stop.wait())

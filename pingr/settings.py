@@ -160,5 +160,6 @@ class HttpConfig(Strict):
     max_json_depth: int = Field(32, ge=2, le=1000)
     #: Open connections at most; past it the oldest idle ones are closed, else new ones refused.
     max_connections: int = Field(256, ge=4, le=100_000)
-    #: A client must send a whole request head within this (slowloris clients are closed).
+    #: A client must send a whole request head within this, and a body within as long again
+    #: (slowloris clients are closed).
     header_timeout: Duration = Field(10.0, ge=0.5, le=600)

@@ -4,6 +4,7 @@ methods a path has. One 10 MB body from a client without a key used to cost 270 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -96,6 +97,7 @@ class Guard:
         self.auth: Authenticator = app.auth
         self.max_body: int = app.config.http.max_body
         self.max_depth: int = app.config.http.max_json_depth
+        self.body_timeout: float = app.config.http.header_timeout
         self._paths = _paths(routes)
         # Starlette's TestClient and other tooling look for these on the ASGI app.
         self.state = getattr(inner, "state", None)
@@ -138,18 +140,25 @@ class Guard:
             return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await self._refuse(send, 413, self._too_large(), close=True)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            # A body trickled in slowly holds a connection as long as it lasts: bounded too.
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        await self._refuse(send, 413, self._too_large(), close=True)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._refuse(send, 408, f"Request body not received within "
+                                          f"{self.body_timeout:g} seconds", close=True)
+            return
         body = b"".join(chunks)
         if body[:1] in (b"[", b"{") or body.lstrip()[:1] in (b"[", b"{"):
             if json_too_deep(body, self.max_depth):

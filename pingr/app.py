@@ -44,7 +44,7 @@ from pingr.configbase import TargetBase
 from pingr.events import EventBroker
 from pingr.heartbeat import Heartbeats
 from pingr.instance import InstanceLock
-from pingr.keys import KeyRing, create_key, hash_key
+from pingr.keys import LAST_ADMIN, KeyRing, create_key, enabled_admins, hash_key, key_id
 from pingr.liveness import Inputs, Liveness, Verdict
 from pingr.metrics import Metrics
 from pingr.models import Alert, Result, Target
@@ -242,6 +242,7 @@ class App:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
         await self.ctx.aclose()
+        self.keys.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         self.lock.release(clean=True)
         self.sd.close()
@@ -483,21 +484,38 @@ class App:
     # ------------------------------------------------------------------ keys
 
     def _bootstrap_keys(self) -> None:
-        """A known admin key from config/env, or on first start a new one printed once."""
+        """A known admin key from config/env, or on first start a new one printed once.
+
+        A configured key is made an enabled admin key at every start, whatever happened to it
+        through the API or the CLI: it is the owner's way back in."""
         configured = self.config.auth.api_key
         with self.store.session() as s:
+            for row in s.exec(select(ApiKeyRow)).all():
+                if row.prefix != key_id(row.key_hash):  # lists once showed key characters
+                    row.prefix = key_id(row.key_hash)
+                    s.add(row)
             has_keys = s.exec(select(ApiKeyRow).limit(1)).first() is not None
             if configured:
-                row = s.exec(select(ApiKeyRow).where(ApiKeyRow.name == "bootstrap")).first()
+                digest = hash_key(configured)
+                row = (s.exec(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first()
+                       or s.exec(select(ApiKeyRow).where(ApiKeyRow.name == "bootstrap")).first())
                 if row is None:
+                    if has_keys:
+                        log.warning("the configured admin key (auth.api_key / PINGR_API_KEY) "
+                                    "was deleted: created again as key 'bootstrap'")
                     create_key(s, "bootstrap", "admin", configured)
-                elif row.key_hash != hash_key(configured):
-                    row.key_hash, row.prefix, row.enabled = (
-                        hash_key(configured), configured[:10], True)
+                elif (row.key_hash, row.scope, row.enabled) != (digest, "admin", True):
+                    if row.key_hash == digest:
+                        log.warning("the configured admin key (auth.api_key / PINGR_API_KEY), "
+                                    "key %r, was disabled or lost its admin scope: enabled "
+                                    "again as an admin key", row.name)
+                    row.key_hash, row.prefix, row.scope, row.enabled = (
+                        digest, key_id(digest), "admin", True)
                     s.add(row)
                 s.commit()
                 return
             if has_keys:
+                s.commit()
                 return
             _, plaintext = create_key(s, "admin", "admin")
             s.commit()
@@ -535,6 +553,9 @@ class App:
             row = s.get(ApiKeyRow, kw["key_id"])
             if row is None:
                 return None
+            if (action in ("delete", "disable") and row.scope == "admin" and row.enabled
+                    and enabled_admins(s) <= 1):
+                raise AppError(409, LAST_ADMIN.format(action=action))
             if action == "delete":
                 s.delete(row)
                 return plain(row)

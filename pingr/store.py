@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -114,6 +115,10 @@ class Store(Queries, Retention, TargetRows):
         live spool of the service."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.spool_file.path.parent.mkdir(parents=True, exist_ok=True)
+        # Readable by this user only (it holds key hashes, webhook secrets, channel URLs);
+        # SQLite gives the -wal and -shm files the database file's mode.
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.engine = create_engine(
             f"sqlite:///{self.path}",
             connect_args={"check_same_thread": False, "timeout": 5},

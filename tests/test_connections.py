@@ -167,7 +167,7 @@ def test_repeated_errors_are_logged_once_per_interval_with_a_count():
     logger.addHandler(Keep())
     logger.addFilter(flt)
     try:
-        for i in range(1000):
+        for _ in range(1000):
             try:
                 raise OSError(24, "Too many open files")
             except OSError:

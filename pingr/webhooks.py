@@ -18,6 +18,7 @@ from sqlmodel import delete, select
 from pingr import __version__
 from pingr.events import event_payload
 from pingr.monitor import Change
+from pingr.secrets import mask_text
 from pingr.settings import NotifySettings
 from pingr.storage.tables import WebhookRow
 from pingr.store import Store
@@ -119,7 +120,7 @@ class Webhooks:
                     break
                 error = f"HTTP {status}"
             except httpx.HTTPError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"[:300]
+                status, error = None, mask_text(f"{type(exc).__name__}: {exc}")[:300]
         ok = error is None
         if not ok:
             log.warning("webhook %r: %s could not be delivered: %s", hook["name"], event_type,

@@ -90,6 +90,8 @@ class Store(Queries, Retention, TargetRows):
         self.last_error: str | None = None
         self.last_flush_ms: int | None = None
         self.rows_written = 0
+        #: Transactions committed by the batched writer (each costs the card whole pages).
+        self.commits = 0
         self.spool_bytes = 0
         self.replayed = 0
         #: "all" keeps every raw result; "changes" keeps failures, flips and periodic samples.

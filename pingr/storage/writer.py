@@ -290,6 +290,7 @@ class Writer(Schema):
         self.last_error = None
         self.last_flush_ms = self.clock_ms()
         self.rows_written += len(rows)
+        self.commits += 1
         return len(rows)
 
     def forget_target(self, pk: int) -> None:

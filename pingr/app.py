@@ -248,6 +248,49 @@ class App:
         self.sd.close()
         log.info("pingr stopped")
 
+    async def reload(self, new: Config) -> list[str]:
+        """Apply a new, valid config live (SIGHUP, `systemctl reload pingr`): targets, outputs,
+        notification channels and host thresholds. Targets that did not change keep their
+        state, counters and open alerts. Returns the sections that changed but only take
+        effect at the next start (they are logged)."""
+        old = self.config
+        specs = new.targets or default_targets(self.port)
+        ts = self.clock_ms()
+        targets = await self.store.write(lambda _s: self.store.reconcile(specs, ts))
+        changed = 0
+        for target in targets:
+            before = self.targets.get(target.id)
+            if before is None or before.spec != target.spec:
+                self._set_target(target)
+                changed += 1
+        if new.hardware != old.hardware:
+            await self.outputs.stop()
+            self.outputs = Outputs(new.hardware, on_button=self.on_button,
+                                   on_state=self._outputs_changed)
+            await self.outputs.start(self.monitor.snapshot(), lamp_test=False)
+            if self.mqtt is not None:
+                self.mqtt.outputs = self.outputs
+            self._outputs_changed()
+        if new.notify != old.notify:
+            await self.notifier.set_channels(new.notify)
+        if new.alerts.thresholds != old.alerts.thresholds:
+            self.host.file_settings = new.alerts.thresholds
+            self.host.use_file()
+            self.apply_findings(await self.host.collect())
+            self.scheduler.set_job("host", self.host.interval,
+                                   min(COLLECTOR_TIMEOUT, self.host.interval), self._collect_host,
+                                   first_delay=self.host.interval)
+        later = [name for name in Config.model_fields
+                 if name not in ("targets", "hardware", "notify", "alerts")
+                 and getattr(new, name) != getattr(old, name)]
+        if new.alerts.stale_factor != old.alerts.stale_factor:
+            later.append("alerts.stale_factor")
+        self.config = new
+        log.info("config reloaded: %d targets added or changed%s", changed,
+                 f"; {', '.join(later)} changed and take effect at the next start" if later
+                 else "")
+        return later
+
     # ------------------------------------------------------------------ the flow
 
     def on_result(self, result: Result) -> None:

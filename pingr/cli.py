@@ -65,8 +65,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("pingr").info(
             "no config file given: built-in defaults (loopback targets only); "
             "`pingr init pingr.yaml` writes a starter config")
+    def reload() -> Config:
+        fresh = load_config(args.config)
+        fresh.host, fresh.port = config.host, config.port  # the socket stays as it is
+        return fresh
+
+    has_file = bool(args.config or os.environ.get("PINGR_CONFIG"))
     try:
-        asyncio.run(Server(App(config)).run())
+        asyncio.run(Server(App(config), reload if has_file else None).run())
     except IcmpUnavailable as exc:
         print(f"pingr: {exc}", file=sys.stderr)
         return 2

@@ -7,9 +7,11 @@ import os
 import platform
 import time
 
-from bench import alertstatus, card, memory, probes, storage
+from bench import alertstatus, card, memory, probes, soak, storage
 
 ALL = ("icmp", "http", "alert-status", "storage", "card", "memory")
+#: Run only when named: ten minutes of abuse.
+EXTRA = ("soak",)
 
 
 def main() -> None:
@@ -17,7 +19,7 @@ def main() -> None:
     parser.add_argument(
         "names",
         nargs="*",
-        choices=[[], *ALL],
+        choices=[[], *ALL, *EXTRA],
         default=[],
         help=f"benchmarks to run (default: all of {', '.join(ALL)})",
     )
@@ -47,6 +49,8 @@ def main() -> None:
         card.main(minutes=5 if args.quick else 20)
     if "memory" in names:
         memory.main(seconds=30 if args.quick else 120)
+    if "soak" in names:
+        soak.main(seconds=60 if args.quick else 600)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ class App:
                            raw_sample_seconds=st.raw_sample_interval,
                            minute_retention_seconds=st.minute_retention,
                            hour_retention_seconds=st.hour_retention, max_size=st.max_size,
+                           min_free=st.min_free, retry_interval=st.retry_interval,
                            spool_path=spool_path(config, self.db_path, self.env))
         self.write_meter = WriteMeter()
         self.targets: dict[str, Target] = {}
@@ -620,7 +621,10 @@ class App:
         out = []
         if self.outputs.problem:
             out.append(f"GPIO outputs: {self.outputs.problem}")
-        if self.store.last_error is not None:
+        if self.store.degraded is not None:
+            # Probes, the monitor, outputs, MQTT and alert-status run on; history waits.
+            out.append(f"storage degraded: {self.store.last_error}")
+        elif self.store.last_error is not None:
             out.append(f"database: {self.store.last_error}")
         return tuple(out)
 

@@ -58,6 +58,11 @@ class StorageConfig(Strict):
     #: Hard cap of the database file: oldest raw results go first, per-minute, then per-hour
     #: aggregates last. 0 switches the cap off.
     max_size: Size = Field(256 * 1024**2, ge=0)
+    #: pingr never writes the disk below this much free space (results wait in memory);
+    #: 0 switches the floor off.
+    min_free: Size = Field(16 * 1024**2, ge=0)
+    #: Started on a full or read-only disk: the database file is tried again this often.
+    retry_interval: Duration = Field(30, ge=1, le=3600)
 
     @field_validator("max_size")
     @classmethod

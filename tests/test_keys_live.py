@@ -44,7 +44,9 @@ async def test_cli_disable_enable_delete_reach_a_running_server_within_a_second(
                 out = await asyncio.to_thread(_cli, action, "poller", db=db)
                 assert out.returncode == 0, out.stderr
                 took = await _status_within(c, wanted, 5 * SLOW)
-                assert took <= 1.2 * SLOW, f"{action}: {took:.2f}s"
+                # The key ring looks at most once a second; the rest is one request's time
+                # on a shared, busy machine.
+                assert took <= 1.5 * SLOW, f"{action}: {took:.2f}s"
                 await asyncio.sleep(0.3)
 
 

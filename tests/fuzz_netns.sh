@@ -24,6 +24,7 @@ until "$py" -c "import httpx; httpx.get('http://127.0.0.1:9009/api/v1/health', t
   sleep 0.5
 done
 status=0
+cd "$dir"  # schemathesis keeps a cache of what it found in the working directory
 "$st" run http://127.0.0.1:9009/openapi.json -H "x-api-key: $key" \
   --checks not_a_server_error,response_schema_conformance \
   --max-examples "$n" --request-timeout 20 --phases examples,coverage,fuzzing \

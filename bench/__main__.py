@@ -7,10 +7,24 @@ import os
 import platform
 import time
 
-from bench import alertstatus, anchor, card, idle, lazy, memory, mixed, probes, startup, storage
+from bench import (
+    alertstatus,
+    anchor,
+    card,
+    idle,
+    lazy,
+    memory,
+    mixed,
+    probes,
+    soak,
+    startup,
+    storage,
+)
 
 ALL = ("icmp", "http", "alert-status", "storage", "card", "memory", "idle", "foreign", "startup",
        "lazy", "simplemonitor", "mixed")
+#: Run only when named: ten minutes of abuse.
+EXTRA = ("soak",)
 
 
 def main() -> None:
@@ -18,7 +32,7 @@ def main() -> None:
     parser.add_argument(
         "names",
         nargs="*",
-        choices=[[], *ALL],
+        choices=[[], *ALL, *EXTRA],
         default=[],
         help=f"benchmarks to run (default: all of {', '.join(ALL)})",
     )
@@ -62,6 +76,8 @@ def main() -> None:
         anchor.main(rounds=1 if args.quick else 3)
     if "mixed" in names:
         mixed.main(seconds=60 if args.quick else 120)
+    if "soak" in names:
+        soak.main(seconds=60 if args.quick else 600)
 
 
 if __name__ == "__main__":

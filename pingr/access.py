@@ -60,6 +60,17 @@ class Authenticator:
             return False
         return any(ip in net for net in self.trusted)
 
+    def precheck(self, key: str | None, ip: str) -> AuthOutcome | None:
+        """Before a request body is read: None when the key is known and enabled and the
+        address is not blocked, else the refusal `check` gives (counted once, as there).
+
+        Spends no rate-limit token: the route's own `check` does that."""
+        if not self.failures.blocked_for(ip) and key:
+            info = self.keys.lookup(key)
+            if info is not None and info.enabled:
+                return None
+        return self.check(key, ip, "read")
+
     def check(self, key: str | None, ip: str, scope: str) -> AuthOutcome:
         wait = self.failures.blocked_for(ip)
         if wait:

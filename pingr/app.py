@@ -44,7 +44,7 @@ from pingr.configbase import TargetBase
 from pingr.events import EventBroker
 from pingr.heartbeat import Heartbeats
 from pingr.instance import InstanceLock
-from pingr.keys import KeyRing, create_key, hash_key
+from pingr.keys import LAST_ADMIN, KeyRing, create_key, enabled_admins, hash_key, key_id
 from pingr.liveness import Inputs, Liveness, Verdict
 from pingr.metrics import Metrics
 from pingr.models import Alert, Result, Target
@@ -119,6 +119,7 @@ class App:
                            raw_sample_seconds=st.raw_sample_interval,
                            minute_retention_seconds=st.minute_retention,
                            hour_retention_seconds=st.hour_retention, max_size=st.max_size,
+                           min_free=st.min_free, retry_interval=st.retry_interval,
                            spool_path=spool_path(config, self.db_path, self.env))
         self.write_meter = WriteMeter()
         self.targets: dict[str, Target] = {}
@@ -242,10 +243,54 @@ class App:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
         await self.ctx.aclose()
+        self.keys.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         self.lock.release(clean=True)
         self.sd.close()
         log.info("pingr stopped")
+
+    async def reload(self, new: Config) -> list[str]:
+        """Apply a new, valid config live (SIGHUP, `systemctl reload pingr`): targets, outputs,
+        notification channels and host thresholds. Targets that did not change keep their
+        state, counters and open alerts. Returns the sections that changed but only take
+        effect at the next start (they are logged)."""
+        old = self.config
+        specs = new.targets or default_targets(self.port)
+        ts = self.clock_ms()
+        targets = await self.store.write(lambda _s: self.store.reconcile(specs, ts))
+        changed = 0
+        for target in targets:
+            before = self.targets.get(target.id)
+            if before is None or before.spec != target.spec:
+                self._set_target(target)
+                changed += 1
+        if new.hardware != old.hardware:
+            await self.outputs.stop()
+            self.outputs = Outputs(new.hardware, on_button=self.on_button,
+                                   on_state=self._outputs_changed)
+            await self.outputs.start(self.monitor.snapshot(), lamp_test=False)
+            if self.mqtt is not None:
+                self.mqtt.outputs = self.outputs
+            self._outputs_changed()
+        if new.notify != old.notify:
+            await self.notifier.set_channels(new.notify)
+        if new.alerts.thresholds != old.alerts.thresholds:
+            self.host.file_settings = new.alerts.thresholds
+            self.host.use_file()
+            self.apply_findings(await self.host.collect())
+            self.scheduler.set_job("host", self.host.interval,
+                                   min(COLLECTOR_TIMEOUT, self.host.interval), self._collect_host,
+                                   first_delay=self.host.interval)
+        later = [name for name in Config.model_fields
+                 if name not in ("targets", "hardware", "notify", "alerts")
+                 and getattr(new, name) != getattr(old, name)]
+        if new.alerts.stale_factor != old.alerts.stale_factor:
+            later.append("alerts.stale_factor")
+        self.config = new
+        log.info("config reloaded: %d targets added or changed%s", changed,
+                 f"; {', '.join(later)} changed and take effect at the next start" if later
+                 else "")
+        return later
 
     # ------------------------------------------------------------------ the flow
 
@@ -486,21 +531,38 @@ class App:
     # ------------------------------------------------------------------ keys
 
     def _bootstrap_keys(self) -> None:
-        """A known admin key from config/env, or on first start a new one printed once."""
+        """A known admin key from config/env, or on first start a new one printed once.
+
+        A configured key is made an enabled admin key at every start, whatever happened to it
+        through the API or the CLI: it is the owner's way back in."""
         configured = self.config.auth.api_key
         with self.store.session() as s:
+            for row in s.exec(select(ApiKeyRow)).all():
+                if row.prefix != key_id(row.key_hash):  # lists once showed key characters
+                    row.prefix = key_id(row.key_hash)
+                    s.add(row)
             has_keys = s.exec(select(ApiKeyRow).limit(1)).first() is not None
             if configured:
-                row = s.exec(select(ApiKeyRow).where(ApiKeyRow.name == "bootstrap")).first()
+                digest = hash_key(configured)
+                row = (s.exec(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first()
+                       or s.exec(select(ApiKeyRow).where(ApiKeyRow.name == "bootstrap")).first())
                 if row is None:
+                    if has_keys:
+                        log.warning("the configured admin key (auth.api_key / PINGR_API_KEY) "
+                                    "was deleted: created again as key 'bootstrap'")
                     create_key(s, "bootstrap", "admin", configured)
-                elif row.key_hash != hash_key(configured):
-                    row.key_hash, row.prefix, row.enabled = (
-                        hash_key(configured), configured[:10], True)
+                elif (row.key_hash, row.scope, row.enabled) != (digest, "admin", True):
+                    if row.key_hash == digest:
+                        log.warning("the configured admin key (auth.api_key / PINGR_API_KEY), "
+                                    "key %r, was disabled or lost its admin scope: enabled "
+                                    "again as an admin key", row.name)
+                    row.key_hash, row.prefix, row.scope, row.enabled = (
+                        digest, key_id(digest), "admin", True)
                     s.add(row)
                 s.commit()
                 return
             if has_keys:
+                s.commit()
                 return
             _, plaintext = create_key(s, "admin", "admin")
             s.commit()
@@ -538,6 +600,9 @@ class App:
             row = s.get(ApiKeyRow, kw["key_id"])
             if row is None:
                 return None
+            if (action in ("delete", "disable") and row.scope == "admin" and row.enabled
+                    and enabled_admins(s) <= 1):
+                raise AppError(409, LAST_ADMIN.format(action=action))
             if action == "delete":
                 s.delete(row)
                 return plain(row)
@@ -559,7 +624,10 @@ class App:
         out = []
         if self.outputs.problem:
             out.append(f"GPIO outputs: {self.outputs.problem}")
-        if self.store.last_error is not None:
+        if self.store.degraded is not None:
+            # Probes, the monitor, outputs, MQTT and alert-status run on; history waits.
+            out.append(f"storage degraded: {self.store.last_error}")
+        elif self.store.last_error is not None:
             out.append(f"database: {self.store.last_error}")
         return tuple(out)
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from pingr import __version__
-from pingr.config import Config, ConfigError, load_config, parse_config
+from pingr.config import Config, ConfigError, load_config, parse_config, parse_port
 from pingr.netinfo import default_gateways, dns_servers
 from pingr.paths import database_path
 
@@ -56,13 +56,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pingr.server import Server
 
     config = _load(args.config)
+    if args.host is not None:
+        config.host = args.host
+    if args.port is not None:
+        config.port = args.port
     _setup_logging(config.log_level)
     if not (args.config or os.environ.get("PINGR_CONFIG")):
         logging.getLogger("pingr").info(
             "no config file given: built-in defaults (loopback targets only); "
             "`pingr init pingr.yaml` writes a starter config")
+    def reload() -> Config:
+        fresh = load_config(args.config)
+        fresh.host, fresh.port = config.host, config.port  # the socket stays as it is
+        return fresh
+
+    has_file = bool(args.config or os.environ.get("PINGR_CONFIG"))
     try:
-        asyncio.run(Server(App(config)).run())
+        asyncio.run(Server(App(config), reload if has_file else None).run())
     except IcmpUnavailable as exc:
         print(f"pingr: {exc}", file=sys.stderr)
         return 2
@@ -158,7 +168,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from sqlmodel import select
 
-    from pingr.keys import create_key
+    from pingr.keys import LAST_ADMIN, create_key, enabled_admins
     from pingr.storage.tables import ApiKeyRow
     from pingr.store import Store
     from pingr.timeutil import from_ms, rfc3339
@@ -191,6 +201,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if row is None:
                 print(f"pingr: no API key named {args.name!r}", file=sys.stderr)
                 return 1
+            if (args.action in ("delete", "disable") and row.scope == "admin" and row.enabled
+                    and enabled_admins(s) <= 1):
+                print(f"pingr: {LAST_ADMIN.format(action=args.action)}", file=sys.stderr)
+                return 1
             if args.action == "delete":
                 s.delete(row)
             else:
@@ -217,6 +231,13 @@ def cmd_gpio_test(args: argparse.Namespace) -> int:
     return asyncio.run(gpio_test(config.hardware, args.name, duration))
 
 
+def _port_arg(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pingr", description="Monitoring appliance: "
                                      "probes, alerts, and the relay/siren/LED that shows them.")
@@ -225,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the service (built-in defaults without --config)")
     run.add_argument("--config", "-c", help="config file (default: $PINGR_CONFIG, else built-in)")
+    run.add_argument("--host", help="address to listen on (default: host in the config, "
+                     "$PINGR_HOST, else 0.0.0.0)")
+    run.add_argument("--port", type=_port_arg, help="port to listen on (default: port in the "
+                     "config, $PINGR_PORT, else 9009)")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 1 if not")

@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pingr.configbase import Strict, TargetBase, located
+from pingr.configbase import FIELD_SPELLINGS, Strict, TargetBase, located
 from pingr.mqtt.config import MqttConfig
 from pingr.outputs.config import OUTPUT_KINDS, HardwareConfig
 from pingr.probes.http import HttpTarget
@@ -21,6 +22,7 @@ from pingr.settings import (
     AuthConfig,
     DockerConfig,
     EventsConfig,
+    HttpConfig,
     MetricsConfig,
     NotifyChannel,
     NotifySettings,
@@ -43,6 +45,7 @@ class Config(Strict):
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="0 picks a free port")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     docker: DockerConfig = Field(default_factory=DockerConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
@@ -56,16 +59,12 @@ class Config(Strict):
     push: PushConfig = Field(default_factory=PushConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
 
-    @field_validator("targets")
-    @classmethod
-    def _unique_names(cls, targets: list[TargetBase]) -> list[TargetBase]:
-        seen: set[str] = set()
-        for target in targets:
-            if target.name in seen:
-                raise ValueError(f"duplicate target name {target.name!r}")
-            seen.add(target.name)
-        check_dependencies({t.name: t.depends_on for t in targets})
-        return targets
+    @model_validator(mode="after")
+    def _target_graph(self) -> Config:
+        problems = target_problems([(t.name, t.depends_on) for t in self.targets])
+        if problems:
+            raise located_all(problems)
+        return self
 
     @field_validator("notify")
     @classmethod
@@ -102,9 +101,12 @@ def config_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     return out
 
 
-def check_dependencies(graph: dict[str, str | None]) -> None:
-    """Reject `depends_on` names that do not exist and dependency cycles."""
+def check_dependencies(graph: dict[str, str | None], start: str | None = None) -> None:
+    """Reject `depends_on` names that do not exist and dependency cycles (from `start` only,
+    when given)."""
     for name, parent in graph.items():
+        if start is not None and name != start:
+            continue
         if parent is None:
             continue
         if parent not in graph:
@@ -116,6 +118,51 @@ def check_dependencies(graph: dict[str, str | None]) -> None:
                 raise ValueError("depends_on cycle: " + " -> ".join([*seen, node]))
             seen.append(node)
             node = graph.get(node)
+
+
+def target_problems(targets: list[tuple[Any, Any]]) -> list[tuple[tuple[Any, ...], str]]:
+    """(location, message) of every duplicate name, unknown `depends_on` and dependency cycle
+    among (name, depends_on) pairs, all at once. Works on raw YAML values too, so these are
+    reported together with the other errors, not only once those are fixed."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    first: dict[str, int] = {}
+    for i, (name, _) in enumerate(targets):
+        if not isinstance(name, str) or not name.strip():
+            continue
+        name = name.strip()
+        if name in first:
+            out.append((("targets", i, "name"), f"duplicate target name {name!r} "
+                                               f"(targets[{first[name]}] has it too)"))
+        else:
+            first[name] = i
+    graph: dict[str, str | None] = {}
+    for name, i in first.items():
+        parent = targets[i][1]
+        graph[name] = parent.strip() if isinstance(parent, str) and parent.strip() else None
+    for i, (name, parent) in enumerate(targets):
+        if isinstance(parent, str) and parent.strip() and parent.strip() not in first:
+            out.append((("targets", i, "depends_on"),
+                        f"target {str(name).strip()!r} depends_on unknown target "
+                        f"{parent.strip()!r}"))
+    known = {n: (p if p in graph else None) for n, p in graph.items()}
+    reported: set[str] = set()
+    for name in known:
+        if name in reported:
+            continue
+        try:
+            check_dependencies({k: v for k, v in known.items()}, start=name)
+        except ValueError as exc:
+            cycle = str(exc).split(": ", 1)[1].split(" -> ")
+            reported.update(cycle)
+            out.append((("targets", first[name], "depends_on"), str(exc)))
+    return out
+
+
+def located_all(problems: list[tuple[tuple[Any, ...], str]]) -> ValidationError:
+    """One validation error holding every (location, message), for file:line:col output."""
+    return ValidationError.from_exception_data("pingr", [InitErrorDetails(
+        type=PydanticCustomError("pingr", message), loc=loc, input=None)
+        for loc, message in problems])
 
 
 def default_targets(port: int) -> list[TargetBase]:
@@ -195,6 +242,12 @@ def format_validation_error(exc: ValidationError, source: str, root: yaml.Node |
         loc = list(err["loc"])
         if err["type"] == "union_tag_invalid":
             loc.append("type")
+        if loc and loc[-1] in FIELD_SPELLINGS:
+            # Name the setting as the file spells it (`interval`, not `interval_seconds`).
+            parent = _node_at(root, loc[:-1])
+            if isinstance(parent, yaml.MappingNode) and any(
+                    k.value == FIELD_SPELLINGS[loc[-1]] for k, _ in parent.value):
+                loc[-1] = FIELD_SPELLINGS[loc[-1]]
         node = _node_at(root, loc)
         where, line, col = source, 0, 0
         if node is not None:
@@ -211,8 +264,46 @@ def format_validation_error(exc: ValidationError, source: str, root: yaml.Node |
     return [text for _, _, text in sorted(lines, key=lambda x: (x[0], x[1]))]
 
 
+def duplicate_keys(node: yaml.Node | None, source: str, path: str = "") -> list[str]:
+    """A located error for every key given twice in one mapping (YAML loaders keep the last
+    silently: a second `targets:` block dropped the first)."""
+    out: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, yaml.Node] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            where = f"{path}.{name}" if path else str(name)
+            if name is not None and name in seen:
+                first = seen[name].start_mark.line + 1
+                out.append(f"{source}:{key.start_mark.line + 1}:{key.start_mark.column + 1}: "
+                           f"{where}: duplicate key {name!r} (also on line {first}; only one "
+                           "is used)")
+            elif name is not None:
+                seen[name] = key
+            out += duplicate_keys(value, source, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += duplicate_keys(item, source, f"{path}[{i}]")
+    return out
+
+
+def _raw_target_problems(data: dict[str, Any], source: str, root: yaml.Node | None
+                         ) -> list[str]:
+    """Duplicate names and unknown or cyclic `depends_on` from the raw YAML, so they come with
+    the other errors (the model checks them only once every target is valid)."""
+    raw = data.get("targets")
+    if not isinstance(raw, list):
+        return []
+    pairs = [(t.get("name"), t.get("depends_on")) if isinstance(t, dict) else (None, None)
+             for t in raw]
+    problems = target_problems(pairs)
+    if not problems:
+        return []
+    return format_validation_error(located_all(problems), source, root)
+
+
 def parse_config(text: str, source: str = "pingr.yaml") -> Config:
-    """Parse and validate YAML text; raise ConfigError with located messages."""
+    """Parse and validate YAML text; raise ConfigError with every located message at once."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -224,10 +315,26 @@ def parse_config(text: str, source: str = "pingr.yaml") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1:1: (top level): expected a mapping of settings"])
+    errors = duplicate_keys(root, source)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, root)) from None
+        found = format_validation_error(exc, source, root)
+        found += [e for e in _raw_target_problems(data, source, root) if e not in found]
+        raise ConfigError(_sorted(errors + found)) from None
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _sorted(errors: list[str]) -> list[str]:
+    def key(line: str) -> tuple[int, int]:
+        parts = line.split(":")
+        try:
+            return int(parts[1]), int(parts[2])
+        except (IndexError, ValueError):
+            return 0, 0
+    return sorted(errors, key=key)
 
 
 def load_config(path: str | os.PathLike[str] | None = None,
@@ -249,7 +356,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         config = Config()
     errors: list[str] = []
     overrides = {
-        "PINGR_PORT": ("port", int),
+        "PINGR_PORT": ("port", parse_port),
         "PINGR_HOST": ("host", str),
     }
     for var, (field, kind) in overrides.items():
@@ -268,6 +375,17 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def parse_port(text: str) -> int:
+    """A TCP port number from text (environment, command line), with an error in plain words."""
+    try:
+        port = int(str(text).strip())
+    except ValueError:
+        raise ValueError("expected a port number from 0 to 65535") from None
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return port
 
 
 def _short(exc: Exception) -> str:

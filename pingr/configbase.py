@@ -50,6 +50,17 @@ def parse_size(value: Any) -> int:
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
+class BadValue:
+    """A value that failed before field validation; its field reports `message`."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+#: Fields that YAML may spell shorter (`interval: 30s` for `interval_seconds: 30`).
+FIELD_SPELLINGS = {"interval_seconds": "interval", "timeout_ms": "timeout"}
+
+
 class Strict(BaseModel):
     """Base for config sections: unknown keys are errors, never silently ignored."""
 
@@ -91,7 +102,10 @@ class TargetBase(Strict):
     @model_validator(mode="before")
     @classmethod
     def _durations(cls, data: Any) -> Any:
-        """Accept `interval: 30s` / `timeout: 2s` as friendlier spellings in YAML."""
+        """Accept `interval: 30s` / `timeout: 2s` as friendlier spellings in YAML.
+
+        A bad spelling becomes an error of that one field (the other fields of the target are
+        still checked and reported with it), never a silent 1 s for `0s` or `0.1ms`."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
@@ -99,10 +113,27 @@ class TargetBase(Strict):
                                    ("timeout", "timeout_ms", 1000)):
             if short in data:
                 if long in data:
-                    raise ValueError(f"give either {short} or {long}, not both")
-                value = parse_duration(data.pop(short))
-                data[long] = round(value * scale) if scale != 1 else max(1, round(value))
+                    data[long] = BadValue(f"give either {short} or {long}, not both")
+                    data.pop(short)
+                    continue
+                raw = data.pop(short)
+                try:
+                    value = parse_duration(raw)
+                except ValueError as exc:
+                    data[long] = BadValue(str(exc))
+                    continue
+                if short == "interval" and value < 1:
+                    data[long] = BadValue(f"interval must be at least 1s, got {raw!r}")
+                    continue
+                data[long] = round(value * scale)  # a timeout under 50 ms: the field says so
         return data
+
+    @field_validator("interval_seconds", "timeout_ms", mode="before")
+    @classmethod
+    def _bad_spelling(cls, value: Any) -> Any:
+        if isinstance(value, BadValue):
+            raise ValueError(value.message)
+        return value
 
     @field_validator("name")
     @classmethod

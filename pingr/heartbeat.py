@@ -65,8 +65,10 @@ class Heartbeats:
         self.rows: dict[str, dict[str, Any]] = {}
         self.missed: set[str] = set()
         self._writes: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         with self.store.session() as s:
             self.rows = {r.target_id: r.model_dump() for r in s.exec(select(HeartbeatRow)).all()}
         for target in self._heartbeat_targets():
@@ -111,7 +113,18 @@ class Heartbeats:
         return found
 
     def _persist(self, fn: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self.store.write(fn))
+        """Save in the background, from the loop or from a worker thread (a sync route)."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None or running is not loop:
+            if loop is None:
+                raise RuntimeError("heartbeats are not started")
+            loop.call_soon_threadsafe(self._persist, fn)
+            return
+        task = loop.create_task(self.store.write(fn))
         self._writes.add(task)
         task.add_done_callback(self._written)
 

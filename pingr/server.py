@@ -8,12 +8,15 @@ import ipaddress
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
+from pingr import logrepeat
 from pingr.api.asgi import create_api
 from pingr.app import App
+from pingr.config import Config, ConfigError
+from pingr.httpconns import Tracker, connection_plan, protocol_class, raise_fd_limit
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +32,16 @@ class _Uvicorn(uvicorn.Server):
 class Server:
     """One App and its API on one socket."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, reload_config: Callable[[], Config] | None = None) -> None:
         self.app = app
+        #: Reads the config file again for SIGHUP (raises ConfigError with every error).
+        self.reload_config = reload_config
+        self._reloading: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
         self._stop = asyncio.Event()
         self.uvicorn: _Uvicorn | None = None
+        #: Open HTTP connections (bounded) and how many were closed or refused.
+        self.connections: Tracker | None = None
 
     @property
     def port(self) -> int:
@@ -49,6 +57,12 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        # SIGHUP reloads the config (systemctl reload); by default it would kill pingr with
+        # exit 129, outputs left as they were and systemd not restarting it.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        # More descriptors for probes and connections alike (the soft limit is often 1,024).
+        fd_limit = raise_fd_limit()
         # Bind before anything starts: a port in use is a plain error, and with port 0 the
         # real port is known before the built-in self-probe target is made.
         sock = bind(app.config.host, app.config.port)
@@ -60,10 +74,21 @@ class Server:
             await app.stop()
             raise
         try:
+            http = app.config.http
+            cap, backlog = connection_plan(http.max_connections, fd_limit)
+            self.connections = Tracker(cap, http.header_timeout)
+            if cap < http.max_connections:
+                log.warning("http.max_connections lowered to %d: most of the %d open files "
+                            "this process may have stay for the probes", cap, fd_limit)
             config = uvicorn.Config(
                 create_api(app), host=app.config.host, port=app.port,
                 access_log=False, log_level="warning", lifespan="off", server_header=False,
+                http=protocol_class(self.connections),  # type: ignore[arg-type]
+                backlog=backlog,
             )
+            # After uvicorn configured its loggers: repeated errors (a failing accept(), bad
+            # requests) are written once a minute with a count.
+            logrepeat.install()
             self.uvicorn = _Uvicorn(config)
             server_task = loop.create_task(self.uvicorn.serve(sockets=[sock]), name="http")
             stop_task = loop.create_task(self._stop.wait())
@@ -77,6 +102,34 @@ class Server:
         finally:
             sock.close()
             await app.stop()
+
+    def request_reload(self) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            log.warning("SIGHUP: a reload is already running; ignored")
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+
+    async def reload(self) -> bool:
+        """Read the config file again and apply it; an invalid one is refused with every error
+        logged, and the running config stays."""
+        if self.reload_config is None:
+            log.warning("SIGHUP: no config file to reload (built-in defaults); nothing changed")
+            return False
+        log.info("SIGHUP: reloading the config")
+        try:
+            config = await asyncio.get_running_loop().run_in_executor(None, self.reload_config)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("%s", line)
+            log.error("config NOT reloaded (%d error%s); still running the previous one",
+                      len(exc.errors), "" if len(exc.errors) == 1 else "s")
+            return False
+        try:
+            await self.app.reload(config)
+        except Exception:
+            log.exception("applying the new config failed; parts of it may be in use")
+            return False
+        return True
 
     async def _await_listening(self) -> None:
         assert self.uvicorn is not None

@@ -58,6 +58,11 @@ class StorageConfig(Strict):
     #: Hard cap of the database file: oldest raw results go first, per-minute, then per-hour
     #: aggregates last. 0 switches the cap off.
     max_size: Size = Field(256 * 1024**2, ge=0)
+    #: pingr never writes the disk below this much free space (results wait in memory);
+    #: 0 switches the floor off.
+    min_free: Size = Field(16 * 1024**2, ge=0)
+    #: Started on a full or read-only disk: the database file is tried again this often.
+    retry_interval: Duration = Field(30, ge=1, le=3600)
 
     @field_validator("max_size")
     @classmethod
@@ -149,3 +154,17 @@ class MetricsConfig(Strict):
     public: bool = Field(
         False, description="serve /metrics without an API key (only on a trusted network)"
     )
+
+
+class HttpConfig(Strict):
+    """Limits of the HTTP API that keep hostile or careless clients from knocking pingr over."""
+
+    #: Request bodies larger than this are refused with 413 before they are read.
+    max_body: Size = Field(64 * 1024, ge=1024, le=16 * 1024**2)
+    #: JSON bodies nested deeper than this are refused with 400 before they are parsed.
+    max_json_depth: int = Field(32, ge=2, le=1000)
+    #: Open connections at most; past it the oldest idle ones are closed, else new ones refused.
+    max_connections: int = Field(256, ge=4, le=100_000)
+    #: A client must send a whole request head within this, and a body within as long again
+    #: (slowloris clients are closed).
+    header_timeout: Duration = Field(10.0, ge=0.5, le=600)

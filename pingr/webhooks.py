@@ -18,6 +18,7 @@ from sqlmodel import delete, select
 from pingr import __version__
 from pingr.events import event_payload
 from pingr.monitor import Change
+from pingr.secrets import mask_text
 from pingr.settings import NotifySettings
 from pingr.storage.tables import WebhookRow
 from pingr.store import Store
@@ -35,6 +36,8 @@ SIGNATURE_HEADER = "X-Pingr-Signature"
 TIMESTAMP_HEADER = "X-Pingr-Timestamp"
 #: Attempts per event before it is given up (webhooks are for machines that are usually up).
 ATTEMPTS = 3
+#: Seconds a test delivery (POST /webhooks/{id}/test) may take: one attempt, answered at once.
+TEST_TIMEOUT = 5.0
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -98,13 +101,14 @@ class Webhooks:
         return json.dumps({"event": event_type, "sent_at": sent_at, "delivery": str(uuid.uuid4()),
                            "payload": payload}, separators=(",", ":")).encode()
 
-    async def deliver(self, hook: dict[str, Any], event_type: str,
-                      payload: dict[str, Any]) -> dict[str, Any]:
+    async def deliver(self, hook: dict[str, Any], event_type: str, payload: dict[str, Any],
+                      attempts: int = ATTEMPTS, timeout: float | None = None) -> dict[str, Any]:
         """POST one event, retrying with back-off; returns {ok, status, error}."""
         assert self.client is not None and self._sem is not None
         status: int | None = None
         error: str | None = None
-        for attempt in range(ATTEMPTS):
+        extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout)}
+        for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(min(self.settings.retry_base * 2 ** (attempt - 1), 60))
             sent_at = self.clock_ms() // 1000
@@ -113,13 +117,14 @@ class Webhooks:
                        TIMESTAMP_HEADER: str(sent_at), SIGNATURE_HEADER: sign(hook["secret"], raw)}
             try:
                 async with self._sem:
-                    response = await self.client.post(hook["url"], content=raw, headers=headers)
+                    response = await self.client.post(hook["url"], content=raw, headers=headers,
+                                                      **extra)
                 status, error = response.status_code, None
                 if response.is_success:
                     break
                 error = f"HTTP {status}"
             except httpx.HTTPError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"[:300]
+                status, error = None, mask_text(f"{type(exc).__name__}: {exc}")[:300]
         ok = error is None
         if not ok:
             log.warning("webhook %r: %s could not be delivered: %s", hook["name"], event_type,
@@ -172,5 +177,8 @@ class Webhooks:
         return True
 
     async def test(self, hook: dict[str, Any]) -> dict[str, Any]:
+        """One attempt with a short timeout, answered within the request (it used to retry
+        for 90 s inside it)."""
         payload = {"type": "webhook.test", "message": "test delivery from pingr"}
-        return await self.deliver(hook, "webhook.test", payload)
+        return await self.deliver(hook, "webhook.test", payload, attempts=1,
+                                  timeout=min(TEST_TIMEOUT, self.settings.timeout))

@@ -29,6 +29,7 @@ from pingr.api import (
     targets,
     webhooks,
 )
+from pingr.api.guard import Guard
 from pingr.app import App, AppError
 
 PREFIX = "/api/v1"
@@ -106,7 +107,7 @@ def create_api(app: App) -> Any:
         return schema
 
     api.openapi = openapi  # type: ignore[method-assign]
-    return AlertStatusFastPath(api, app)
+    return Guard(AlertStatusFastPath(api, app), app, api.routes)
 
 
 class AlertStatusFastPath:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
 
-from pingr.api.auth import require
+from pingr.api.auth import require, reveal
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
 from pingr.api.schemas import TargetOut
 from pingr.probes.registry import TargetSpec
@@ -17,7 +17,7 @@ router = APIRouter(tags=["targets"])
 def _out(app, target) -> TargetOut:
     state = app.monitor.state_of(target.id)
     status = state.status if state else ("paused" if not target.enabled else "pending")
-    return TargetOut.of(target, status, state.failures if state else 0)
+    return reveal(TargetOut.of(target, status, state.failures if state else 0))
 
 
 def _find(app, target_id: str):

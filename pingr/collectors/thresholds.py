@@ -156,6 +156,11 @@ class HostCollector:
         except (ValidationError, ValueError):
             log.warning("ignoring unreadable runtime thresholds saved at %s", row.updated_at)
 
+    def use_file(self) -> None:
+        """Use the config file's thresholds (a reload changed them: the file wins over an
+        earlier runtime change, as at a start)."""
+        self._use(self.file_settings, "config", None)
+
     def _use(self, settings: ThresholdsConfig, source: str, updated_at: int | None) -> None:
         self.settings, self.source, self.updated_at = settings, source, updated_at
         self.watcher.apply(settings)

@@ -81,6 +81,16 @@ class Notifier:
         # Interrupted deliveries stay queued in the database and go out after the restart.
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def set_channels(self, channels: list[NotifyChannel]) -> None:
+        """The config file's channels changed (a reload): store them and use them from now."""
+        self.configured = channels
+        await self.store.write(self._reconcile_config)
+        with self.store.session() as s:
+            self.channels = {r.id: Channel.of(r.model_dump())
+                             for r in s.exec(select(ChannelRow)).all() if r.id is not None}
+        if self.channels:
+            await load_apprise()
+
     def _reconcile_config(self, s: Any) -> None:
         """Make pingr.yaml's channels true in the database (API channels are left alone)."""
         now = self.clock_ms()

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from typing import Any
 
+from pingr.secrets import mask_topics
+
 _apprise: Any = None
 
 
@@ -53,4 +55,4 @@ def mask_url(url: str) -> str:
     plugin = apprise_module().Apprise.instantiate(url)
     if plugin is None:
         return f"{_scheme(url)}://****"
-    return plugin.url(privacy=True)
+    return mask_topics(plugin.url(privacy=True))  # apprise shows ntfy topics in clear

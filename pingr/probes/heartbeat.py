@@ -21,7 +21,8 @@ class HeartbeatTarget(TargetBase):
 
     type: Literal["heartbeat"]
     token: str | None = Field(None, min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
-    period: Duration = Field(gt=0, le=400 * 86400)
+    # At least a second: shorter periods cannot be checked (and 0.0001 s broke read-back).
+    period: Duration = Field(ge=1, le=400 * 86400)
     grace: Duration = Field(60.0, ge=0, le=400 * 86400)
     # One missed deadline is already a fact, not a flaky probe.
     failure_threshold: int = Field(1, ge=1, le=1000)

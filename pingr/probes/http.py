@@ -13,6 +13,7 @@ from pingr.configbase import TargetBase
 from pingr.models import Result, Target
 from pingr.probes.context import ProbeContext
 from pingr.probes.kind import Kind
+from pingr.secrets import mask_text
 
 
 class HttpTarget(TargetBase):
@@ -71,8 +72,9 @@ async def run(target: Target, ctx: ProbeContext) -> Result:
     except httpx.TimeoutException:
         return Result(target.id, ts, False, error=f"timed out after {spec.timeout_ms} ms")
     except httpx.HTTPError as exc:
+        # httpx quotes the URL in some errors; results are shown to read keys and logged.
         return Result(target.id, ts, False,
-                      error=f"{type(exc).__name__}: {exc}" or type(exc).__name__)
+                      error=mask_text(f"{type(exc).__name__}: {exc}") or type(exc).__name__)
     latency = round((time.perf_counter() - start) * 1000)
     code = response.status_code
     ok = code in spec.expect_status if spec.expect_status else code < 400

@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from pingr.models import Alert, Result, ResultRow
 from pingr.storage import rollup
+from pingr.storage.fallback import free_bytes
 from pingr.storage.schema import MAX_ID, MINUTE, RAW, Schema, _minute_table
 from pingr.storage.spool import Record, Spool
 from pingr.storage.tables import ID_SHIFT, PK_MASK, RESULTS_COLUMNS, AlertRow
@@ -29,6 +30,9 @@ T = TypeVar("T")
 
 #: Results kept in memory while the disk refuses writes, so a full disk cannot exhaust RAM.
 MAX_PENDING = 50_000
+#: The spool (a few bytes a second, usually in RAM) keeps at most this much free.
+SPOOL_FLOOR = 1024 * 1024
+LOW_SPACE = "disk nearly full at"
 
 
 def _row(rec: Record) -> ResultRow:
@@ -45,6 +49,13 @@ class Writer(Schema):
     _new: deque[Record]
     _spooled: deque[Record]
     _executor: ThreadPoolExecutor
+    degraded: str | None
+    min_free: int
+    retry_interval: float
+    last_error: str | None
+
+    def recover(self) -> bool:
+        raise NotImplementedError  # pingr.store.Store
 
     def _replay(self) -> None:
         """Commit what a crash left in the spool (only a generation not yet committed)."""
@@ -74,6 +85,7 @@ class Writer(Schema):
         loop = asyncio.get_running_loop()
         spool_at: float | None = None
         commit_at: float | None = None
+        retry_at = loop.time() + self.retry_interval
         while True:
             now = loop.time()
             if self._new and spool_at is None:
@@ -81,6 +93,8 @@ class Writer(Schema):
             if commit_at is None and self.pending():
                 commit_at = now + self.commit_interval
             deadlines = [t for t in (spool_at, commit_at) if t is not None]
+            if self.degraded is not None:
+                deadlines = [retry_at]
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -89,6 +103,13 @@ class Writer(Schema):
             self._wake.clear()
             now = loop.time()
             try:
+                if self.degraded is not None:
+                    # The database cannot be written: results wait in the bounded buffer and
+                    # the file is tried again every retry_interval.
+                    if now >= retry_at:
+                        retry_at = now + self.retry_interval
+                        await loop.run_in_executor(self._executor, self.recover)
+                    continue
                 if (self._urgent or (commit_at is not None and now >= commit_at)
                         or len(self._new) + len(self._spooled) >= self.batch_size):
                     self._urgent = False
@@ -191,6 +212,8 @@ class Writer(Schema):
         with self._lock:
             if not self._new or not self._spool_owned:
                 return 0
+            if not self._room(self.spool_file.path.parent, min(self.min_free, SPOOL_FLOOR)):
+                return 0
             batch = list(self._new)
             try:
                 written = self.spool_file.append(batch)
@@ -208,9 +231,11 @@ class Writer(Schema):
         """Commit everything buffered in one transaction, then empty the spool.
 
         Returns the number of raw result rows written."""
-        if self.engine is None:
-            return 0
+        if self.engine is None or self.degraded is not None:
+            return 0  # degraded: everything waits in memory for the file (see recover)
         self.spool()
+        if not self._room(self.path.parent, self.min_free):
+            return 0
         with self._lock:
             records = list(self._spooled) + list(self._new)
             taken = (len(self._new), len(self._spooled))
@@ -313,7 +338,26 @@ class Writer(Schema):
         self.last_error = None
         self.last_flush_ms = self.clock_ms()
         self.rows_written += len(rows)
+        self.commits += 1
         return len(rows)
+
+    def _room(self, directory: Path, floor: int) -> bool:
+        """Whether writing keeps at least `floor` bytes free there: pingr must never be the one
+        that fills the disk (a later start, or another program, would fail for it)."""
+        if not floor:
+            return True
+        free = free_bytes(directory)
+        if free is None or free >= floor:
+            if self.last_error is not None and self.last_error.startswith(LOW_SPACE):
+                self.last_error = None
+            return True
+        message = (f"{LOW_SPACE} {directory}: {free // 1024} KiB free, below storage.min_free "
+                   f"({floor // 1024} KiB); writes wait in memory")
+        if self.last_error != message:
+            if self.last_error is None or not self.last_error.startswith(LOW_SPACE):
+                log.error("%s", message)
+            self.last_error = message
+        return False
 
     def forget_target(self, pk: int) -> None:
         """Drop a deleted target's buffered results and commit, so a replay cannot bring them

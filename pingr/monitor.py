@@ -275,7 +275,6 @@ class Monitor:
         state = self._states.get(result.target_id)
         if state is None or not state.target.enabled:
             return None
-        step = _Step()
         target = state.target
         if target.probed:
             # Staleness means "probes stopped arriving": a collector's findings (system, Pi,
@@ -283,6 +282,10 @@ class Monitor:
             self.last_result_ms = result.ts
         state.last = result
         old = state.status
+        if result.success and old == UP and not state.failures:
+            state.successes += 1
+            return NO_CHANGE  # the common case: still fine, nothing to build
+        step = _Step()
         spec = target.spec
         if result.success:
             state.successes += 1

@@ -100,7 +100,10 @@ class TargetBase(Strict):
             if short in data:
                 if long in data:
                     raise ValueError(f"give either {short} or {long}, not both")
-                value = parse_duration(data.pop(short))
+                try:
+                    value = parse_duration(data.pop(short))
+                except ValueError as exc:
+                    raise ValueError(f"{short}: {exc}") from None
                 data[long] = round(value * scale) if scale != 1 else max(1, round(value))
         return data
 
@@ -118,7 +121,7 @@ class TargetBase(Strict):
             self.timeout_ms = min(2000, self.interval_seconds * 1000)
         if self.timeout_ms > self.interval_seconds * 1000:
             raise ValueError(
-                f"timeout_ms ({self.timeout_ms}) must not exceed the interval "
-                f"({self.interval_seconds}s)"
+                f"the timeout ({format_duration(self.timeout_ms / 1000)}) must not exceed "
+                f"the interval ({format_duration(self.interval_seconds)})"
             )
         return self

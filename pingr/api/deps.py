@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from pingr.api.schemas import ErrorOut
 from pingr.timeutil import parse_duration, parse_timestamp, to_ms
@@ -15,6 +16,16 @@ if TYPE_CHECKING:
 
 def get_app(request: Request) -> App:
     return request.app.state.pingr
+
+
+def error_body(message: str) -> dict[str, str]:
+    """Every error's body: the Pingu draft's `error` and PiAlert's `detail`, one message."""
+    return {"error": message, "detail": message}
+
+
+def error_response(status: int, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message), status_code=status, headers=headers)
 
 
 def bad_request(message: str) -> HTTPException:
@@ -48,7 +59,7 @@ def parse_window(value: str) -> float:
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given error statuses, all `{"detail": ...}`."""
+    """OpenAPI `responses` entries for the given error statuses, all `{"error", "detail"}`."""
     text = {
         400: "Invalid parameter or body",
         401: "Missing, invalid or disabled API key",
@@ -56,6 +67,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "No such object",
         409: "Conflicts with an existing object or state",
         429: "Rate limit exceeded (see Retry-After)",
+        500: "Unexpected server error",
         503: "Unhealthy",
     }
     return {c: {"model": ErrorOut, "description": text.get(c, "Error")} for c in codes}

@@ -19,8 +19,10 @@ def ts(ms: int | None) -> datetime | None:
 
 
 class ErrorOut(BaseModel):
-    """Every error: one clear message."""
+    """Every error: one clear message, under both names clients read (the Pingu draft's
+    `error`, PiAlert's `detail`)."""
 
+    error: str
     detail: str
 
 

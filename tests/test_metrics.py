@@ -100,7 +100,8 @@ async def test_metrics_needs_a_key_unless_public(tmp_path):
         async with httpx.AsyncClient(base_url=run.base) as anon:
             resp = await anon.get("/metrics")
             assert resp.status_code == 401
-            assert resp.json() == {"detail": "Missing API key in x-api-key header"}
+            assert resp.json() == {"error": "Missing API key in x-api-key header",
+                                   "detail": "Missing API key in x-api-key header"}
             bearer = {"authorization": f"Bearer {cfg.auth.api_key}"}
             resp = await anon.get("/metrics", headers=bearer)
             assert resp.status_code == 200 and "pingr_alert" in parse(resp.text)

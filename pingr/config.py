@@ -17,6 +17,7 @@ from pingr.probes.http import HttpTarget
 from pingr.probes.icmp import IcmpTarget
 from pingr.probes.registry import KINDS, TargetSpec
 from pingr.settings import (
+    SHORT_KEY,
     AlertsConfig,
     AuthConfig,
     DockerConfig,
@@ -36,6 +37,12 @@ DEFAULT_PORT = 9009
 DEFAULT_HOST = "0.0.0.0"
 
 
+class CheckSpec(HttpTarget):
+    """A Pingr agent health check (`checks:`): an HTTP target written without `type`."""
+
+    type: Literal["http"] = "http"
+
+
 class Config(Strict):
     """The whole of pingr.yaml."""
 
@@ -51,6 +58,8 @@ class Config(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     targets: list[TargetSpec] = Field(default_factory=list)
+    #: The Pingr agent's HTTP checks; they become http targets beside `targets:`.
+    checks: list[CheckSpec] = Field(default_factory=list)
     notify: list[NotifyChannel] = Field(default_factory=list)
     notify_settings: NotifySettings = Field(default_factory=NotifySettings)
     push: PushConfig = Field(default_factory=PushConfig)
@@ -75,6 +84,45 @@ class Config(Strict):
         if dupes:
             raise ValueError(f"duplicate channel name {dupes[0]!r}")
         return channels
+
+    @model_validator(mode="after")
+    def _agent_spellings(self) -> Config:
+        """The Pingr agent's spellings: `checks:` join the targets (names unique across
+        both), `alerts.cooldown` is notify_settings.cooldown."""
+        names = {t.name for t in self.targets}
+        for i, check in enumerate(self.checks):
+            if check.name in names:
+                raise located(("checks", i, "name"), f"duplicate target name {check.name!r}")
+            names.add(check.name)
+        if self.checks:
+            # In place: assigning would validate the whole model again.
+            self.targets.extend(self.checks)
+            try:
+                check_dependencies({t.name: t.depends_on for t in self.targets})
+            except ValueError as exc:
+                raise located(("checks",), str(exc)) from None
+        cooldown = self.alerts.cooldown
+        if cooldown is not None:
+            if ("cooldown" in self.notify_settings.model_fields_set
+                    and self.notify_settings.cooldown != cooldown):
+                raise located(("alerts", "cooldown"), "give either alerts.cooldown or "
+                              "notify_settings.cooldown, not both")
+            self.notify_settings.cooldown = cooldown
+        return self
+
+    def warnings(self) -> list[str]:
+        """Settings that work but should change, in the user's words (logged at start, shown
+        by `pingr check-config` and /api/v1/health)."""
+        out = []
+        key = self.auth.api_key
+        if key is not None and len(key) < SHORT_KEY:
+            out.append(f"auth.api_key is only {len(key)} characters: a short key is quickly "
+                       f"guessed; use {SHORT_KEY} or more (`pingr keys create NAME` makes a "
+                       "random one)")
+        if self.alerts.fcm_token and self.alerts.fcm is None:
+            out.append("alerts.fcm_token is set but alerts.fcm (project, keyfile) is not: the "
+                       "mobile app gets no push notifications")
+        return out
 
     @model_validator(mode="after")
     def _hardware_selectors(self) -> Config:

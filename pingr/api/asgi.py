@@ -17,6 +17,7 @@ from pingr.access import key_from_headers
 from pingr.api import (
     alerts,
     channels,
+    checks,
     containers,
     events,
     health,
@@ -24,6 +25,7 @@ from pingr.api import (
     metrics,
     notifications,
     outputs,
+    pair,
     push,
     results,
     silence,
@@ -45,7 +47,8 @@ STATUS_PATH = PREFIX + "/alert-status"
 #: `require(scope)`; only health is public.
 ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.router,
            silence.router, events.router, push.router, channels.router, notifications.router,
-           webhooks.router, outputs.router, system.router, containers.router]
+           webhooks.router, outputs.router, system.router, containers.router, checks.router,
+           pair.router]
 
 
 #: Where FastAPI says a bad value came from; not part of what the user wrote.

@@ -86,7 +86,7 @@ async def test_metrics_follow_targets_and_alerts(tmp_path, target_server):
             s.last is not None for s in run.app.monitor.states()))
         fams = parse((await run.client.get("/metrics")).text)
         assert target_labels(fams) == {"web", "port", *names}
-        for item in (await run.client.get("/api/v1/targets")).json():
+        for item in (await run.client.get("/api/v1/targets")).json()["items"]:
             if item["name"] in names:
                 r = await run.client.delete(f"/api/v1/targets/{item['id']}")
                 assert r.status_code in (200, 204), r.text

@@ -35,7 +35,7 @@ def bad_request(message: str) -> HTTPException:
 def parse_limit(value: int, default_max: int = 1000) -> int:
     """Limits below 1 are errors; above the maximum they are clamped, not refused."""
     if value < 1:
-        raise bad_request(f"limit must be at least 1, got {value}")
+        raise bad_request(f"invalid limit: must be at least 1, got {value}")
     return min(value, default_max)
 
 
@@ -48,13 +48,18 @@ def parse_time_param(name: str, value: str | None, default_ms: int) -> int:
         raise bad_request(f"{name}: {exc}") from None
 
 
+#: The Pingu draft's message for a window that does not parse.
+WINDOW_FORMAT = "invalid window format, expected like 15m, 1h, 7d"
+
+
 def parse_window(value: str) -> float:
+    """Seconds of a `window` such as 15m, 1h, 24h, 7d (1s to 400d)."""
     try:
         seconds = parse_duration(value)
-    except ValueError as exc:
-        raise bad_request(f"window: {exc}") from None
-    if seconds <= 0 or seconds > 400 * 86400:
-        raise bad_request("window must be between 1s and 400d")
+    except ValueError:
+        raise bad_request(WINDOW_FORMAT) from None
+    if not isinstance(value, str) or not value.strip() or seconds <= 0 or seconds > 400 * 86400:
+        raise bad_request("window must be between 1s and 400d, e.g. 15m, 1h, 7d")
     return seconds
 
 

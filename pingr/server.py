@@ -17,6 +17,13 @@ from pingr.app import App
 
 log = logging.getLogger(__name__)
 
+#: How long an idle keep-alive connection stays open. Longer than the slowest poll interval
+#: the documents recommend (PiAlert: "Maximum: 5 minutes"), so the server never closes a
+#: poller's connection just as it sends its next request (uvicorn's default, 5 s, equal to
+#: Home Assistant's poll, made a real HA see "Server disconnected without sending a
+#: response"). Idle connections cost a descriptor each; their number is bounded separately.
+KEEP_ALIVE = 330
+
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn inside our event loop; signals are ours, so shutdown runs our safe-state code."""
@@ -63,6 +70,7 @@ class Server:
             config = uvicorn.Config(
                 create_api(app), host=app.config.host, port=app.port,
                 access_log=False, log_level="warning", lifespan="off", server_header=False,
+                timeout_keep_alive=KEEP_ALIVE,
             )
             self.uvicorn = _Uvicorn(config)
             server_task = loop.create_task(self.uvicorn.serve(sockets=[sock]), name="http")

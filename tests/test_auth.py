@@ -14,6 +14,7 @@ import yaml
 from pingr.ratelimit import MAX_ENTRIES, FailureWindow
 from tests.conftest import ADMIN_KEY, make_config, running_app
 
+
 def err(message: str) -> dict[str, str]:
     """Every error body: the Pingu draft's `error` and PiAlert's `detail`, the same text."""
     return {"error": message, "detail": message}

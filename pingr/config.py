@@ -29,6 +29,7 @@ from pingr.settings import (
     SchedulerConfig,
     StorageConfig,
 )
+from pingr.validation import user_terms
 
 #: Discriminator tags pydantic puts into error locations; they are not YAML keys.
 _TAGS = frozenset(KINDS) | frozenset(OUTPUT_KINDS)
@@ -236,11 +237,13 @@ def _loc_path(loc: Iterable[Any]) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(exc: ValidationError, source: str, root: yaml.Node | None) -> list[str]:
+def format_validation_error(exc: ValidationError, source: str, root: yaml.Node | None,
+                            data: Any = None) -> list[str]:
     """One `file:line:col: path: message` line per pydantic error."""
     lines: list[tuple[int, int, str]] = []
     for err in exc.errors():
-        loc = list(err["loc"])
+        # `timeout: 5m` is validated as timeout_ms: name it as written, limit in its unit.
+        loc, reworded = user_terms(err["loc"], err, data, _TAGS)
         if err["type"] == "union_tag_invalid":
             loc.append("type")
         node = _node_at(root, loc)
@@ -248,7 +251,7 @@ def format_validation_error(exc: ValidationError, source: str, root: yaml.Node |
         if node is not None:
             line, col = node.start_mark.line + 1, node.start_mark.column + 1
             where = f"{source}:{line}:{col}"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = reworded or err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
         elif err["type"] == "union_tag_invalid":
@@ -275,7 +278,7 @@ def parse_config(text: str, source: str = "pingr.yaml") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, root)) from None
+        raise ConfigError(format_validation_error(exc, source, root, data)) from None
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

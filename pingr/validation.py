@@ -66,20 +66,42 @@ def in_unit(seconds: float, unit: str) -> str:
     return format_duration(seconds)
 
 
+def alias(err: dict[str, Any], parts: list[Any], parent: Any) -> str | None:
+    """Rename a model field the user wrote another way (`timeout_ms` -> `timeout`) at the end
+    of `parts`, in place; for a bound, the message with the limit in the user's unit."""
+    field = parts[-1] if parts else None
+    spelling = ALIASES.get(field) if isinstance(field, str) else None
+    if not (spelling and isinstance(parent, dict) and spelling[0] in parent
+            and field not in parent):
+        return None
+    short, scale = spelling
+    parts[-1] = short
+    if err["type"] not in _BOUNDS:
+        return None
+    key, words = _BOUNDS[err["type"]]
+    written = parent[short]
+    limit = (err.get("ctx") or {}).get(key)
+    if limit is None:
+        return None
+    return f"must be {words} {in_unit(float(limit) * scale, _unit(written))} (got {written})"
+
+
+def user_terms(loc: Iterable[Any], err: dict[str, Any], data: Any,
+               tags: Iterable[str] = ()) -> tuple[list[Any], str | None]:
+    """`loc` with a renamed last field (tags and all else kept, for callers that locate it
+    in a YAML tree themselves), and the reworded message when there is one."""
+    loc = list(loc)
+    _, parent = _walk(loc, data, frozenset(tags))
+    tail = [loc[-1]] if loc else []
+    msg = alias(err, tail, parent)
+    return loc[:-1] + tail, msg
+
+
 def _message(err: dict[str, Any], parts: list[Any], parent: Any) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
-    field = parts[-1] if parts else None
-    alias = ALIASES.get(field) if isinstance(field, str) else None
-    if (alias and isinstance(parent, dict) and alias[0] in parent and field not in parent
-            and kind in _BOUNDS):
-        short, scale = alias
-        written = parent[short]
-        key, words = _BOUNDS[kind]
-        parts[-1] = short
-        return f"must be {words} {in_unit(float(ctx[key]) * scale, _unit(written))} " \
-               f"(got {written})"
-    if alias and isinstance(parent, dict) and alias[0] in parent and field not in parent:
-        parts[-1] = alias[0]
+    reworded = alias(err, parts, parent)
+    if reworded:
+        return reworded
     if kind == "missing":
         return "required"
     if kind == "extra_forbidden":

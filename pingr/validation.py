@@ -118,8 +118,8 @@ def _message(err: dict[str, Any], parts: list[Any], parent: Any) -> str:
         parts.append("type")
         return "required"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    msg = re.sub(r"^(Input|Value|String|List|Dictionary) should (be|have)",
-                 lambda m: f"must {m.group(2)}", msg)
+    msg = re.sub(r"^(Input|Value|String|List|Dictionary|Tuple|Set|Decimal|Date|Datetime) "
+                 r"should ", "must ", msg)
     return msg
 
 

@@ -338,8 +338,11 @@ def test_paired_app_gets_alerts_through_apprise_fcm(tmp_path):
 
 
 async def test_system_is_typed_as_the_agents_example(tmp_path):
-    async with running_app(make_config(tmp_path)) as run:
-        await run.wait_for(lambda: run.app.host.sampler.latest is not None)
+    cfg = make_config(tmp_path, alerts={"thresholds": {"interval": "300ms"}})
+    async with running_app(cfg) as run:
+        # CPU usage needs two samples (it is null until then: never a made-up 0).
+        await run.wait_for(lambda: run.app.host.sampler.latest is not None
+                           and run.app.host.sampler.latest.cpu_percent is not None)
         body = (await run.client.get("/api/v1/system")).json()
         example = example_system()
         assert isinstance(example["uptime"], int) and isinstance(body["uptime"], int)

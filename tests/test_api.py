@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 
 from tests.conftest import make_config, running_app
@@ -192,3 +193,55 @@ async def test_openapi_is_complete(run):
     assert "/api/v1/health" not in secured
     assert {"/api/v1/targets", "/api/v1/alert-status", "/api/v1/keys"} <= secured
     assert "ErrorOut" in doc["components"]["schemas"]
+
+
+async def test_every_error_answer_has_error_and_detail(tmp_path):
+    """Whatever part of the API answers an error (routes, the alert-status fast path, the
+    public heartbeat endpoints, Starlette's routing, validation), the body is
+    {"error": m, "detail": m} with one message in the user's words."""
+    token = "heartbeat-token-0123456789"
+    cfg = make_config(tmp_path, targets=[
+        {"name": "job", "type": "heartbeat", "token": token, "period": "1h"}],
+        push={"per_token_per_minute": 2})
+    async with running_app(cfg) as run:
+        c = run.client
+        read = (await c.post("/api/v1/keys", json={"name": "ro", "scope": "read"})).json()["key"]
+        anon = httpx.AsyncClient(base_url=run.base, timeout=10)
+        cases = [
+            (anon.get("/api/v1/alert-status"), 401, "Missing API key in x-api-key header"),
+            (anon.get("/api/v1/targets", headers={"x-api-key": "nope"}), 401,
+             "Invalid or disabled API key"),
+            (c.post("/api/v1/alerts/ack", headers={"x-api-key": read}), 403,
+             "This API key has the 'read' scope; this request needs 'operate'."),
+            (c.get("/api/v1/alerts/12345"), 404, "no alert with id 12345"),
+            (c.get("/api/v1/alerts?limit=0"), 400, "invalid limit: must be at least 1, got 0"),
+            (c.get("/api/v1/alerts?state=sideways"), 400,
+             "state: must be 'open', 'resolved' or 'all'"),
+            (c.post("/api/v1/keys", json={"name": "ro", "scope": "read"}), 409,
+             "an API key named 'ro' already exists"),
+            (c.post("/api/v1/keys", json={"name": "x", "scope": "root"}), 400,
+             "scope: must be 'read', 'operate' or 'admin'"),
+            (c.get("/api/v1/no-such-thing"), 404, "Not Found"),
+            (c.put("/api/v1/health"), 405, "Method Not Allowed"),
+            (anon.get("/ping/unknown-token-000000000"), 404, None),
+            (anon.get(f"/ping/{token}/999"), 400, None),
+            (anon.post(f"/ping/{token}", content=b"x" * 20_000), 413, None),
+            (anon.post(f"/api/v1/push/{token}", json={"status": "meh"}), 400,
+             "status: must be 'up' or 'down'"),
+            (anon.post(f"/api/v1/push/{token}", content=b"{no"), 400, "body is not valid JSON"),
+        ]
+        try:
+            for pending, status, text in cases:
+                r = await pending
+                body = r.json()
+                assert r.status_code == status, (r.request.url, r.status_code, body)
+                assert set(body) == {"error", "detail"} and body["error"] == body["detail"], body
+                assert body["error"] and "function-after" not in body["error"]
+                if text is not None:
+                    assert body["error"] == text, (r.request.url, body)
+            for _ in range(3):  # the per-token limit: 2 a minute
+                r = await anon.get(f"/ping/{token}")
+            assert r.status_code == 429 and r.json()["error"] == r.json()["detail"]
+            assert int(r.headers["retry-after"]) >= 1
+        finally:
+            await anon.aclose()

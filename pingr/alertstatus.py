@@ -23,9 +23,19 @@ from pingr.monitor import Snapshot
 _COMPACT = (",", ":")
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def timestamp(seconds: float) -> str:
     """ISO 8601 UTC as PiAlert writes it: `2025-10-21T21:14:18.317325+00:00`."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
+    global _second
+    whole = int(seconds // 1)
+    micros = round((seconds - whole) * 1_000_000)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    if _second[0] != whole:  # the date and time of day change once a second, not per poll
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{micros:06d}+00:00"
 
 
 def _head(snap: Snapshot) -> dict[str, Any]:

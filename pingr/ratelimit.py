@@ -87,27 +87,35 @@ class SlidingWindow:
         self.period = period
         self.clock = clock
         self._logs: OrderedDict[Hashable, Ring] = OrderedDict()
+        self._prune_at = 64
 
     def hit(self, key: Hashable) -> Decision:
         now = self.clock()
-        self._prune(now)
-        log = self._logs.pop(key, None) or Ring(self.limit)
+        logs = self._logs
+        log = logs.get(key)
+        if log is None:
+            if len(logs) >= self._prune_at:
+                self._prune(now)
+            log = logs[key] = Ring(self.limit)
+        else:
+            logs.move_to_end(key)  # most recently used last: _prune looks at the front
         log.expire(now - self.period)
         allowed = log.count < self.limit
         if allowed:
             log.add(now)
-        self._logs[key] = log  # most recently used last: _prune looks at the front
         retry = 0 if allowed else _seconds(log.oldest + self.period - now)
         reset = _seconds(log.newest + self.period - now) if log.count else 0
         return Decision(allowed, self.limit, self.limit - log.count, reset, retry)
 
     def _prune(self, now: float) -> None:
+        """Drop the logs of keys idle for a whole period (amortized: when the table doubled)."""
         # Least recently used first: once one is still live, the ones after it are too.
         while self._logs:
             key, log = next(iter(self._logs.items()))
             if log.count and log.newest > now - self.period:
-                return
+                break
             del self._logs[key]
+        self._prune_at = max(64, 2 * len(self._logs))
 
     def __len__(self) -> int:
         return len(self._logs)

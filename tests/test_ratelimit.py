@@ -110,10 +110,14 @@ def test_retry_after_and_reset_are_exact_whole_seconds():
 def test_key_logs_are_dropped_once_idle():
     clock = Clock()
     window = SlidingWindow(5, 60.0, clock)
-    for i in range(1000):
+    sizes = []
+    for i in range(5000):
         window.hit(i)
         clock.t += 0.1
-    assert len(window) <= 601  # only keys seen in the last 60 s are kept
+        sizes.append(len(window))
+    # Keys seen in the last 60 s (601) are kept; idle ones are dropped when the table has
+    # doubled since the last look (amortized), so it never holds more than twice the live ones.
+    assert max(sizes) <= 2 * 601 and min(sizes[-1000:]) >= 601
 
 
 def test_failed_auth_exact_per_address():

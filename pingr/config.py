@@ -117,9 +117,11 @@ class Config(Strict):
         out = []
         key = self.auth.api_key
         if key is not None and len(key) < SHORT_KEY:
-            out.append(f"auth.api_key is only {len(key)} characters: a short key is quickly "
-                       f"guessed; use {SHORT_KEY} or more (`pingr keys create NAME` makes a "
-                       "random one)")
+            # No length: /api/v1/health shows this without a key, and the exact length
+            # would help whoever is guessing.
+            out.append(f"auth.api_key is shorter than {SHORT_KEY} characters: a short key is "
+                       f"quickly guessed; use {SHORT_KEY} or more (`pingr keys create NAME` "
+                       "makes a random one)")
         if self.alerts.fcm_token and self.alerts.fcm is None:
             out.append("alerts.fcm_token is set but alerts.fcm (project, keyfile) is not: the "
                        "mobile app gets no push notifications")

@@ -25,8 +25,8 @@ from tests.dockerd import IMAGE, TEST_LABEL
 
 DOC = Path("/work/shared/seeds/000_1059a166cf9e9145.txt").read_text(encoding="utf-8")
 ROOT = Path(__file__).resolve().parent.parent
-SHORT_KEY_WARNING = ("auth.api_key is only 15 characters: a short key is quickly guessed; use "
-                     "16 or more (`pingr keys create NAME` makes a random one)")
+SHORT_KEY_WARNING = ("auth.api_key is shorter than 16 characters: a short key is quickly "
+                     "guessed; use 16 or more (`pingr keys create NAME` makes a random one)")
 
 
 def example_yaml() -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pingr.keys import RANK, KeyInfo, KeyRing
-from pingr.ratelimit import FailureWindow, TokenBucket
+from pingr.ratelimit import FailureWindow, SlidingWindow
 from pingr.store import Store
 from pingr.timeutil import now_ms
 
@@ -38,7 +38,7 @@ class Authenticator:
                  trusted_proxies: list[str], clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
         self.store = store
-        self.buckets = TokenBucket(per_minute, 60.0, clock)
+        self.buckets = SlidingWindow(per_minute, 60.0, clock)
         self.failures = FailureWindow(failures_per_minute, 60.0, clock)
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 

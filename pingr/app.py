@@ -50,6 +50,7 @@ from pingr.metrics import Metrics
 from pingr.models import Alert, Result, Target
 from pingr.monitor import NO_CHANGE, Change, Event, Monitor
 from pingr.mqtt.publisher import Mqtt
+from pingr.notify import fcm
 from pingr.notify.notifier import Notifier
 from pingr.outputs.manager import Outputs
 from pingr.paths import database_path, spool_path, state_directory
@@ -61,6 +62,7 @@ from pingr.storage.tables import ApiKeyRow
 from pingr.store import Store
 from pingr.systemd import SdNotify
 from pingr.timeutil import now_ms
+from pingr.validation import ALIASES, describe
 from pingr.webhooks import Webhooks
 from pingr.writemeter import WriteMeter
 
@@ -141,7 +143,8 @@ class App:
         # ---- the parts, in fan-out order where they take part in it
         self.outputs = Outputs(config.hardware, on_button=self.on_button,
                                on_state=self._outputs_changed)
-        self.notifier = Notifier(config.notify, config.notify_settings, self.store,
+        self.notifier = Notifier(config.notify + fcm.configured_channels(config.alerts),
+                                 config.notify_settings, self.store,
                                  states=self.monitor.states, silenced=self.silences.is_silenced,
                                  clock_ms=clock_ms)
         self.events = EventBroker(config.events)
@@ -174,6 +177,8 @@ class App:
 
     async def start(self) -> None:
         """Open the store, reconcile config targets, restore state, start the parts, probe."""
+        for warning in self.config.warnings():
+            log.warning("WARNING: %s", warning)
         self.lock.acquire()
         self.store.open()
         specs = self.config.targets or default_targets(self.port)
@@ -486,15 +491,16 @@ class App:
 
     async def update_target(self, target: Target, changes: dict[str, Any]) -> Target:
         data = {**target.spec.model_dump(), **changes}
+        for long, (short, _) in ALIASES.items():
+            if short in changes and long not in changes:
+                data.pop(long, None)  # `interval: 5s` replaces the stored interval_seconds
         if changes.get("type") and changes["type"] != target.spec.type:
             # Fields of the old kind would be unknown to the new one.
             data = {k: v for k, v in data.items() if k in changes or k in TargetBase.model_fields}
         try:
             spec = parse_spec(data)
         except ValidationError as exc:
-            raise AppError(400, "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}"
-                for e in exc.errors())) from None
+            raise AppError(400, "; ".join(describe(exc, data, tags=KINDS))) from None
         self._check_graph(spec, replacing=target.id)
         ts = self.clock_ms()
         new = await self.store.write(lambda s: self.store.update_target(s, target.pk, spec, ts))

@@ -101,6 +101,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     n = len(config.targets)
     print(f"{path}: OK ({n} target{'s' if n != 1 else ''}"
           f"{', built-in defaults' if n == 0 else ''})")
+    for warning in config.warnings():
+        print(f"{path}: WARNING: {warning}", file=sys.stderr)
     return 0
 
 

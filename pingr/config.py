@@ -18,6 +18,7 @@ from pingr.probes.http import HttpTarget
 from pingr.probes.icmp import IcmpTarget
 from pingr.probes.registry import KINDS, TargetSpec
 from pingr.settings import (
+    SHORT_KEY,
     AlertsConfig,
     AuthConfig,
     DockerConfig,
@@ -30,12 +31,19 @@ from pingr.settings import (
     SchedulerConfig,
     StorageConfig,
 )
+from pingr.validation import user_terms
 
 #: Discriminator tags pydantic puts into error locations; they are not YAML keys.
 _TAGS = frozenset(KINDS) | frozenset(OUTPUT_KINDS)
 
 DEFAULT_PORT = 9009
 DEFAULT_HOST = "0.0.0.0"
+
+
+class CheckSpec(HttpTarget):
+    """A Pingr agent health check (`checks:`): an HTTP target written without `type`."""
+
+    type: Literal["http"] = "http"
 
 
 class Config(Strict):
@@ -54,6 +62,8 @@ class Config(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     targets: list[TargetSpec] = Field(default_factory=list)
+    #: The Pingr agent's HTTP checks; they become http targets beside `targets:`.
+    checks: list[CheckSpec] = Field(default_factory=list)
     notify: list[NotifyChannel] = Field(default_factory=list)
     notify_settings: NotifySettings = Field(default_factory=NotifySettings)
     push: PushConfig = Field(default_factory=PushConfig)
@@ -74,6 +84,47 @@ class Config(Strict):
         if dupes:
             raise ValueError(f"duplicate channel name {dupes[0]!r}")
         return channels
+
+    @model_validator(mode="after")
+    def _agent_spellings(self) -> Config:
+        """The Pingr agent's spellings: `checks:` join the targets (names unique across
+        both), `alerts.cooldown` is notify_settings.cooldown."""
+        names = {t.name for t in self.targets}
+        for i, check in enumerate(self.checks):
+            if check.name in names:
+                raise located(("checks", i, "name"), f"duplicate target name {check.name!r}")
+            names.add(check.name)
+        if self.checks:
+            # In place: assigning would validate the whole model again.
+            self.targets.extend(self.checks)
+            try:
+                check_dependencies({t.name: t.depends_on for t in self.targets})
+            except ValueError as exc:
+                raise located(("checks",), str(exc)) from None
+        cooldown = self.alerts.cooldown
+        if cooldown is not None:
+            if ("cooldown" in self.notify_settings.model_fields_set
+                    and self.notify_settings.cooldown != cooldown):
+                raise located(("alerts", "cooldown"), "give either alerts.cooldown or "
+                              "notify_settings.cooldown, not both")
+            self.notify_settings.cooldown = cooldown
+        return self
+
+    def warnings(self) -> list[str]:
+        """Settings that work but should change, in the user's words (logged at start, shown
+        by `pingr check-config` and /api/v1/health)."""
+        out = []
+        key = self.auth.api_key
+        if key is not None and len(key) < SHORT_KEY:
+            # No length: /api/v1/health shows this without a key, and the exact length
+            # would help whoever is guessing.
+            out.append(f"auth.api_key is shorter than {SHORT_KEY} characters: a short key is "
+                       f"quickly guessed; use {SHORT_KEY} or more (`pingr keys create NAME` "
+                       "makes a random one)")
+        if self.alerts.fcm_token and self.alerts.fcm is None:
+            out.append("alerts.fcm_token is set but alerts.fcm (project, keyfile) is not: the "
+                       "mobile app gets no push notifications")
+        return out
 
     @model_validator(mode="after")
     def _hardware_selectors(self) -> Config:
@@ -235,11 +286,13 @@ def _loc_path(loc: Iterable[Any]) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(exc: ValidationError, source: str, root: yaml.Node | None) -> list[str]:
+def format_validation_error(exc: ValidationError, source: str, root: yaml.Node | None,
+                            data: Any = None) -> list[str]:
     """One `file:line:col: path: message` line per pydantic error."""
     lines: list[tuple[int, int, str]] = []
     for err in exc.errors():
-        loc = list(err["loc"])
+        # `timeout: 5m` is validated as timeout_ms: name it as written, limit in its unit.
+        loc, reworded = user_terms(err["loc"], err, data, _TAGS)
         if err["type"] == "union_tag_invalid":
             loc.append("type")
         if loc and loc[-1] in FIELD_SPELLINGS:
@@ -253,7 +306,7 @@ def format_validation_error(exc: ValidationError, source: str, root: yaml.Node |
         if node is not None:
             line, col = node.start_mark.line + 1, node.start_mark.column + 1
             where = f"{source}:{line}:{col}"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = reworded or err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
         elif err["type"] == "union_tag_invalid":
@@ -319,7 +372,7 @@ def parse_config(text: str, source: str = "pingr.yaml") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        found = format_validation_error(exc, source, root)
+        found = format_validation_error(exc, source, root, data)
         found += [e for e in _raw_target_problems(data, source, root) if e not in found]
         raise ConfigError(_sorted(errors + found)) from None
     if errors:

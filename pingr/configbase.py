@@ -149,7 +149,7 @@ class TargetBase(Strict):
             self.timeout_ms = min(2000, self.interval_seconds * 1000)
         if self.timeout_ms > self.interval_seconds * 1000:
             raise ValueError(
-                f"timeout_ms ({self.timeout_ms}) must not exceed the interval "
-                f"({self.interval_seconds}s)"
+                f"the timeout ({format_duration(self.timeout_ms / 1000)}) must not exceed "
+                f"the interval ({format_duration(self.interval_seconds)})"
             )
         return self

@@ -18,10 +18,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 
-#: What a refused connection is told before it is closed.
+#: What a refused connection is told before it is closed (the API's error body: error + detail).
+_BUSY_BODY = (b'{"error": "Too many connections; try again.", '
+              b'"detail": "Too many connections; try again."}\n')
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-         b"retry-after: 1\r\nconnection: close\r\ncontent-length: 47\r\n\r\n"
-         b'{"detail": "Too many connections; try again."}\n')
+         b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
+         + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:

@@ -1,15 +1,25 @@
-"""Token buckets per API key and failed-authentication windows per client address."""
+"""Exact sliding-window limits: accepted requests per API key, failed authentications per address.
+
+"120 requests per minute" means what a client reads into it: never more than 120 accepted in
+any 60-second window. A token bucket does not keep that promise (a full bucket's burst plus
+its refill let a fresh key through 239 times in its first minute); a log of the times of the
+last `limit` accepted requests does, exactly: a request is accepted when the `limit`-th most
+recent acceptance is at least `period` seconds old. The log is a ring of `limit` floats
+(8 bytes each) per key or address, so memory is known in advance.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-#: Entries kept per limiter. At ~200 bytes each this caps a limiter near 4 MB even when
-#: requests arrive from 100,000 distinct addresses; the least recently seen are forgotten.
+#: Addresses whose failed authentications are being counted (not yet blocked) are kept up to
+#: this many; past it the least recently seen partial counts are forgotten. Blocked addresses
+#: are never forgotten before their block ends (see FailureWindow).
 MAX_ENTRIES = 20_000
 
 
@@ -18,16 +28,105 @@ class Decision:
     allowed: bool
     limit: int
     remaining: int
-    reset: int  # seconds until the bucket is full again
-    retry_after: int  # seconds until one more request is allowed (0 when allowed)
+    #: Whole seconds until the window has room for a full burst of `limit` again.
+    reset: int
+    #: Whole seconds until one more request would be accepted (0 when this one was).
+    retry_after: int
+
+
+class Ring:
+    """The times of the last `size` events, oldest first when read."""
+
+    __slots__ = ("times", "start", "count")
+
+    def __init__(self, size: int) -> None:
+        self.times = array("d", bytes(8 * size))
+        self.start = 0
+        self.count = 0
+
+    def expire(self, before: float) -> None:
+        """Forget events that happened at or before `before`."""
+        size = len(self.times)
+        while self.count and self.times[self.start] <= before:
+            self.start = (self.start + 1) % size
+            self.count -= 1
+
+    def add(self, t: float) -> None:
+        size = len(self.times)
+        if self.count == size:  # full: the oldest leaves
+            self.start = (self.start + 1) % size
+            self.count -= 1
+        self.times[(self.start + self.count) % size] = t
+        self.count += 1
+
+    @property
+    def oldest(self) -> float:
+        return self.times[self.start]
+
+    @property
+    def newest(self) -> float:
+        return self.times[(self.start + self.count - 1) % len(self.times)]
+
+
+def _seconds(delta: float) -> int:
+    """Whole seconds to wait for `delta` to pass (rounded up, never negative)."""
+    return max(0, math.ceil(delta - 1e-9))
+
+
+class SlidingWindow:
+    """At most `limit` accepted requests per key in any `period`-second window.
+
+    A key's log is dropped once all its entries are older than the period (it would accept a
+    full burst anyway), so memory follows the keys active in the last period. Callers pass
+    keys from a bounded set (the ids of existing API keys).
+    """
+
+    def __init__(self, limit: int, period: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.period = period
+        self.clock = clock
+        self._logs: OrderedDict[Hashable, Ring] = OrderedDict()
+        self._prune_at = 64
+
+    def hit(self, key: Hashable) -> Decision:
+        now = self.clock()
+        logs = self._logs
+        log = logs.get(key)
+        if log is None:
+            if len(logs) >= self._prune_at:
+                self._prune(now)
+            log = logs[key] = Ring(self.limit)
+        else:
+            logs.move_to_end(key)  # most recently used last: _prune looks at the front
+        log.expire(now - self.period)
+        allowed = log.count < self.limit
+        if allowed:
+            log.add(now)
+        retry = 0 if allowed else _seconds(log.oldest + self.period - now)
+        reset = _seconds(log.newest + self.period - now) if log.count else 0
+        return Decision(allowed, self.limit, self.limit - log.count, reset, retry)
+
+    def _prune(self, now: float) -> None:
+        """Drop the logs of keys idle for a whole period (amortized: when the table doubled)."""
+        # Least recently used first: once one is still live, the ones after it are too.
+        while self._logs:
+            key, log = next(iter(self._logs.items()))
+            if log.count and log.newest > now - self.period:
+                break
+            del self._logs[key]
+        self._prune_at = max(64, 2 * len(self._logs))
+
+    def __len__(self) -> int:
+        return len(self._logs)
 
 
 class TokenBucket:
-    """`limit` requests per `period`, refilled continuously.
+    """`limit` requests per `period`, refilled continuously (the heartbeat endpoints' limits,
+    where a burst plus refill is fine and addresses are many: least recently seen forgotten).
 
     Precision: refill is computed from a float monotonic clock at each request, so a client
-    can burst `limit` requests at once and then one every period/limit seconds; there is no
-    fixed-window edge where it could get twice the limit.
+    can burst `limit` requests at once and then one every period/limit seconds.
     """
 
     def __init__(self, limit: int, period: float = 60.0,
@@ -58,10 +157,17 @@ class TokenBucket:
 
 
 class FailureWindow:
-    """Counts failed authentications per address in a fixed window and blocks past `limit`.
+    """At most `limit` failed authentications per address in any `period`-second window.
 
-    The window starts at an address's first failure; once the limit is reached every request
-    from that address is refused until the window ends, valid key or not.
+    An address with `limit` failures in the last period is blocked, valid key or not, until
+    the oldest of them is `period` old; then it may fail once more, and so on. Requests refused
+    while blocked are not evaluated, so they do not count.
+
+    Blocked addresses live in their own table that is never trimmed by size: forgetting one
+    would lift its block early. Each entry there cost its address `limit` failed requests in
+    the last period, so the table is bounded by the request rate (rate × period / limit).
+    Addresses still being counted are kept up to `max_entries`, least recently seen forgotten
+    first (an attacker with that many addresses already has that many budgets).
     """
 
     def __init__(self, limit: int, period: float = 60.0,
@@ -71,28 +177,53 @@ class FailureWindow:
         self.period = period
         self.clock = clock
         self.max_entries = max_entries
-        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._counting: OrderedDict[str, Ring] = OrderedDict()
+        self._blocked: OrderedDict[str, Ring] = OrderedDict()
 
     def blocked_for(self, addr: str) -> int:
-        """Seconds this address must wait, 0 when it may try."""
-        entry = self._windows.get(addr)
-        if entry is None:
+        """Whole seconds this address must wait, 0 when it may try."""
+        log = self._blocked.get(addr)
+        if log is None:
             return 0
-        start, count = entry
-        left = start + self.period - self.clock()
-        if left <= 0:
-            del self._windows[addr]
-            return 0
-        return math.ceil(left) if count >= self.limit else 0
+        left = log.oldest + self.period - self.clock()
+        if left > 0:
+            return _seconds(left)
+        # The block is over: back to counting, with its history (it may fail once more now).
+        del self._blocked[addr]
+        self._count(addr, log)
+        return 0
 
     def fail(self, addr: str) -> None:
+        """Record one failed authentication from `addr`."""
         now = self.clock()
-        start, count = self._windows.pop(addr, (now, 0))
-        if now - start >= self.period:
-            start, count = now, 0
-        self._windows[addr] = (start, count + 1)
-        while len(self._windows) > self.max_entries:
-            self._windows.popitem(last=False)
+        self._release(now)
+        log = self._counting.pop(addr, None) or self._blocked.pop(addr, None) or Ring(self.limit)
+        log.expire(now - self.period)
+        log.add(now)
+        if log.count >= self.limit:
+            self._blocked[addr] = log
+        else:
+            self._count(addr, log)
+
+    def _count(self, addr: str, log: Ring) -> None:
+        self._counting[addr] = log
+        while len(self._counting) > self.max_entries:
+            self._counting.popitem(last=False)
+
+    def _release(self, now: float) -> None:
+        """Drop ended blocks from the front of the blocked table (blocked in time order, so
+        its front ends first, give or take the spread of each address's failures)."""
+        while self._blocked:
+            addr, log = next(iter(self._blocked.items()))
+            if log.oldest + self.period > now:
+                return
+            del self._blocked[addr]
+            self._count(addr, log)  # with its history: the window still holds the rest
+
+    @property
+    def blocked(self) -> int:
+        """How many addresses are blocked right now (or were, until their next request)."""
+        return len(self._blocked)
 
     def __len__(self) -> int:
-        return len(self._windows)
+        return len(self._counting) + len(self._blocked)

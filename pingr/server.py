@@ -20,6 +20,13 @@ from pingr.httpconns import Tracker, connection_plan, protocol_class, raise_fd_l
 
 log = logging.getLogger(__name__)
 
+#: How long an idle keep-alive connection stays open. Longer than the slowest poll interval
+#: the documents recommend (PiAlert: "Maximum: 5 minutes"), so the server never closes a
+#: poller's connection just as it sends its next request (uvicorn's default, 5 s, equal to
+#: Home Assistant's poll, made a real HA see "Server disconnected without sending a
+#: response"). Idle connections cost a descriptor each; their number is bounded separately.
+KEEP_ALIVE = 330
+
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn inside our event loop; signals are ours, so shutdown runs our safe-state code."""
@@ -85,6 +92,7 @@ class Server:
                 access_log=False, log_level="warning", lifespan="off", server_header=False,
                 http=protocol_class(self.connections),  # type: ignore[arg-type]
                 backlog=backlog,
+                timeout_keep_alive=KEEP_ALIVE,
             )
             # After uvicorn configured its loggers: repeated errors (a failing accept(), bad
             # requests) are written once a minute with a count.

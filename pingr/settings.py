@@ -4,6 +4,7 @@ heartbeat limits, events, metrics (the parts' own sections live beside them)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -12,15 +13,27 @@ from pingr.collectors.settings import CrashLoopConfig, ThresholdsConfig
 from pingr.configbase import Duration, Size, Strict
 from pingr.notify.urls import check_url
 
+#: Configured API keys shorter than this are accepted (the Pingr agent's own example is 15
+#: characters) but warned about in the log, `pingr check-config` and /api/v1/health.
+SHORT_KEY = 16
+
 
 class AuthConfig(Strict):
     """API keys and rate limits."""
 
-    api_key: str | None = Field(None, min_length=16)
+    api_key: str | None = Field(None, min_length=1, description=f"a known admin key; "
+                                f"shorter than {SHORT_KEY} characters draws a warning")
     key_file: str | None = None
     rate_limit_per_minute: int = Field(120, ge=1, le=100_000)
     auth_failures_per_minute: int = Field(10, ge=1, le=10_000)
     trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise ValueError("must not be blank or start or end with spaces")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -76,6 +89,8 @@ class DockerConfig(Strict):
     """Docker engine access (used by the container collector)."""
 
     enabled: bool | Literal["auto"] = "auto"
+    #: unix:///var/run/docker.sock, tcp://host:2375, or a plain socket path (as the Pingr
+    #: agent writes it: /var/run/docker.sock).
     socket: str = "unix:///var/run/docker.sock"
     monitor: Literal["labeled", "all"] = "labeled"
     containers: list[str] = Field(default_factory=list)
@@ -83,12 +98,53 @@ class DockerConfig(Strict):
     grace: Duration = Field(10.0, ge=0, le=3600)
     resync: Duration = Field(60.0, ge=1, le=86400)
 
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("/"):
+            return "unix://" + value  # the Docker SDK wants a URL
+        if not re.match(r"^(unix|tcp|http|https|ssh)://\S+$", value):
+            raise ValueError(f"invalid Docker socket {value!r}: give a path such as "
+                             "/var/run/docker.sock or a URL such as unix:///var/run/docker.sock "
+                             "or tcp://127.0.0.1:2375")
+        return value
+
+
+class FcmConfig(Strict):
+    """Firebase Cloud Messaging credentials: pushes to the paired mobile app go through
+    apprise's FCM plugin (HTTP v1 API, OAuth2 with a service account)."""
+
+    project: str = Field(min_length=1, max_length=128, description="the Firebase project id")
+    keyfile: str = Field(min_length=1, description="the service account's JSON key file")
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9._-]+$", value):
+            raise ValueError(f"invalid Firebase project id {value!r}")
+        return value
+
 
 class AlertsConfig(Strict):
-    """Alert engine settings."""
+    """Alert engine settings (and the Pingr agent's alert settings)."""
 
     stale_factor: float = Field(3.0, ge=1.5, le=100)
     thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
+    #: The mobile app's FCM registration token; normally set by pairing (POST /api/v1/pair).
+    fcm_token: str = Field("", max_length=4096)
+    #: The Pingr agent's name for notify_settings.cooldown (least time between two messages
+    #: about one target).
+    cooldown: Duration | None = Field(None, ge=0, le=7 * 86400)
+    fcm: FcmConfig | None = None
+
+    @field_validator("fcm_token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.match(r"^[A-Za-z0-9_:.\-]+$", value):
+            raise ValueError("invalid FCM token: letters, digits and _ : . - only")
+        return value
 
 
 class SchedulerConfig(Strict):

@@ -67,6 +67,8 @@ class Recorder:
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.messages: list[tuple[str, str, bool]] = []
+        #: When each message arrived (time.monotonic()), in the order of `messages`.
+        self.times: list[float] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
@@ -80,6 +82,7 @@ class Recorder:
         def on_message(_c: Any, _u: Any, msg: Any) -> None:
             with self.lock:
                 self.messages.append((msg.topic, msg.payload.decode(), bool(msg.retain)))
+                self.times.append(time.monotonic())
 
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
@@ -107,9 +110,16 @@ class Recorder:
         with self.lock:
             return {t for t, _, _ in self.messages}
 
+    def timed(self, topic: str) -> list[tuple[float, str]]:
+        """(arrival time, payload) of every message on `topic`."""
+        with self.lock:
+            return [(at, p) for at, (t, p, _) in zip(self.times, self.messages, strict=True)
+                    if t == topic]
+
     def clear(self) -> None:
         with self.lock:
             self.messages.clear()
+            self.times.clear()
 
     def publish(self, topic: str, payload: str, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)

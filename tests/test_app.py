@@ -28,7 +28,7 @@ async def test_config_targets_are_reconciled_and_api_targets_persist(tmp_path):
     cfg2 = make_config(tmp_path, targets=[icmp("a", "127.0.0.5"), icmp("c")])
     async with running_app(cfg2) as run:
         all_ = {t["name"]: t for t in
-                (await run.client.get("/api/v1/targets?status=all")).json()}
+                (await run.client.get("/api/v1/targets?status=all")).json()["items"]}
         assert all_["a"]["id"] == ids["a"] and all_["a"]["host"] == "127.0.0.5"  # updated
         assert all_["b"]["enabled"] is False and all_["b"]["source"] == "config"  # removed
         assert all_["c"]["enabled"] is True                                       # added
@@ -78,7 +78,8 @@ def test_zero_config_run_probes_loopback_and_serves(tmp_path):
             if key_file.exists():
                 try:
                     latest = httpx.get(f"http://127.0.0.1:{port}/api/v1/results/latest-by-target",
-                                       headers={"x-api-key": key_file.read_text().strip()}).json()
+                                       headers={"x-api-key": key_file.read_text().strip()}
+                                       ).json()["items"]
                 except httpx.HTTPError:
                     latest = []
                 if {"localhost", "pingr-api"} <= {r["target_name"] for r in latest}:

@@ -73,8 +73,12 @@ def test_env_overrides(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(None, env={"PINGR_PORT": "http"})
     assert "$PINGR_PORT" in err.value.errors[0]
+    # A short key works (the Pingr agent's own example has 15 characters), with a warning.
+    cfg = load_config(None, env={"PINGR_API_KEY": "short"})
+    assert cfg.auth.api_key == "short"
+    assert cfg.warnings()[0].startswith("auth.api_key is shorter than 16 characters")
     with pytest.raises(ConfigError) as err:
-        load_config(None, env={"PINGR_API_KEY": "short"})
+        load_config(None, env={"PINGR_API_KEY": " "})
     assert "$PINGR_API_KEY" in err.value.errors[0]
 
 

@@ -86,7 +86,7 @@ async def test_metrics_follow_targets_and_alerts(tmp_path, target_server):
             s.last is not None for s in run.app.monitor.states()))
         fams = parse((await run.client.get("/metrics")).text)
         assert target_labels(fams) == {"web", "port", *names}
-        for item in (await run.client.get("/api/v1/targets")).json():
+        for item in (await run.client.get("/api/v1/targets")).json()["items"]:
             if item["name"] in names:
                 r = await run.client.delete(f"/api/v1/targets/{item['id']}")
                 assert r.status_code in (200, 204), r.text
@@ -100,7 +100,8 @@ async def test_metrics_needs_a_key_unless_public(tmp_path):
         async with httpx.AsyncClient(base_url=run.base) as anon:
             resp = await anon.get("/metrics")
             assert resp.status_code == 401
-            assert resp.json() == {"detail": "Missing API key in x-api-key header"}
+            assert resp.json() == {"error": "Missing API key in x-api-key header",
+                                   "detail": "Missing API key in x-api-key header"}
             bearer = {"authorization": f"Bearer {cfg.auth.api_key}"}
             resp = await anon.get("/metrics", headers=bearer)
             assert resp.status_code == 200 and "pingr_alert" in parse(resp.text)

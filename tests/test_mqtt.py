@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,21 @@ def render(template: str, value_json: Any) -> str:
     import jinja2
 
     return jinja2.Environment().from_string(template).render(value_json=value_json).strip()
+
+
+def ha_siren_command(config: dict[str, Any], which: str) -> str:
+    """What Home Assistant's MQTT siren publishes on turn_on / turn_off for a discovered
+    config (homeassistant/components/mqtt/siren.py, MqttSiren._async_publish): with a
+    command_template its rendering; without one, json_dumps({"state": payload_on|off,
+    **turn_on parameters}), where json_dumps is orjson (compact: no spaces), and the turn_on
+    parameters (tone, duration, volume_level) are dropped unless the entity supports them
+    (siren/__init__.py, process_turn_on_params)."""
+    assert "command_template" not in config and "command_off_template" not in config
+    variables = {"state": config.get(which, "ON" if which == "payload_on" else "OFF")}
+    # duration / volume_level / tone would be added here if supported; ours supports none.
+    assert config["support_duration"] is False and config["support_volume_set"] is False
+    assert "available_tones" not in config
+    return json.dumps(variables, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------- fixtures and helpers
@@ -436,7 +452,8 @@ async def test_siren_and_lamp_test_through_the_outputs(tmp_path, broker, recorde
         assert json.loads(await recorder.wait(f"{base}/output/beacon"))["active"] is True
 
         # Home Assistant: siren.turn_off = silence, i.e. acknowledge (the button's path).
-        recorder.publish(siren["command_topic"], siren["payload_off"])
+        # HA publishes exactly what ha_siren_command builds from the discovery config.
+        recorder.publish(siren["command_topic"], ha_siren_command(siren, "payload_off"))
         silenced = json.loads(await recorder.wait(
             out_topic, lambda p: json.loads(p)["silenced_by"] == "acknowledged"))
         assert silenced["on"] is False and silenced["active"] is True
@@ -446,10 +463,84 @@ async def test_siren_and_lamp_test_through_the_outputs(tmp_path, broker, recorde
         assert [a["acknowledged_by"] for a in alerts] == ["mqtt"]
 
         # siren.turn_on = its test chirp; the Lamp test button tests every output.
-        recorder.publish(siren["command_topic"], siren["payload_on"])
+        assert ha_siren_command(siren, "payload_on") == '{"state":"ON"}'
+        recorder.publish(siren["command_topic"], ha_siren_command(siren, "payload_on"))
         await recorder.wait(out_topic, lambda p: json.loads(p)["testing"])
         await run.wait_for(lambda: not mgr.testing("siren"))
         recorder.publish(lamp["command_topic"], lamp["payload_press"])
         await run.wait_for(lambda: mgr.testing("beacon") and mgr.testing("siren"), timeout=5)
         await run.wait_for(lambda: not mgr.testing("beacon"))
         await recorder.wait(out_topic, lambda p: not json.loads(p)["testing"])
+
+
+def test_siren_command_payloads():
+    """What Home Assistant has published over the years, and what people type by hand."""
+    from pingr.mqtt.publisher import siren_command
+
+    assert siren_command('{"state":"ON"}') == "ON"  # HA today (orjson)
+    assert siren_command('{"state": "OFF"}') == "OFF"  # HA before orjson (json.dumps)
+    assert siren_command('{"state":"ON","duration":5}') == "ON"  # turn_on parameters
+    assert siren_command("OFF") == "OFF" and siren_command(" on ") == "ON"  # mosquitto_pub
+    for junk in ('{"state":"maybe"}', "{", "[1]", '{"State":"ON"}', "", "PRESS"):
+        assert siren_command(junk) is None, junk
+
+
+async def test_state_topics_follow_the_situation_and_counters_wait(tmp_path, broker, recorder,
+                                                                   target_server):
+    """A down target is probed every second: its state and the alert-status mirror are not
+    republished for each probe; the failure counts go out at most every counter_interval
+    (2 s here, 30 s by default), and a change of situation (an acknowledgement) at once."""
+    base = "pingr/testpi"
+    cfg = make_config(tmp_path, mqtt=mqtt_config(broker, counter_interval="2s"), targets=[
+        {"name": "web", "type": "http", "url": target_server.url, "interval": "1s",
+         "failure_threshold": 2}])
+    async with running_app(cfg) as run:
+        web = run.app.monitor.target_named("web").id
+        target_topic, status_topic = f"{base}/target/{web}", f"{base}/alert_status"
+        await recorder.wait(target_topic, lambda p: json.loads(p)["state"] == "up")
+        target_server.behaviour.status = 500
+        await recorder.wait(target_topic, lambda p: json.loads(p)["state"] == "down")
+        await recorder.wait(status_topic, lambda p: json.loads(p)["alert"])
+        await asyncio.sleep(7.5)  # seven more failed probes
+        assert run.app.monitor.state_of(web).failures >= 8
+        for topic in (target_topic, status_topic):
+            timed = recorder.timed(topic)
+            first_down = next(i for i, (_, p) in enumerate(timed)
+                              if json.loads(p).get("state") == "down" or json.loads(p).get("alert"))
+            after = timed[first_down:]
+            gaps = [b[0] - a[0] for a, b in zip(after, after[1:], strict=False)]
+            assert 2 <= len(after) <= 5, (topic, [p for _, p in after])  # not 8
+            assert all(g >= 1.8 for g in gaps), (topic, gaps)
+        counts = [json.loads(p)["failures"] for _, p in recorder.timed(target_topic)
+                  if json.loads(p)["state"] == "down"]
+        assert counts == sorted(counts) and counts[0] == 2 and counts[-1] >= 5
+        mirrored = json.loads(recorder.last(status_topic))
+        assert mirrored["failing_targets"][0]["failures"] >= 5
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$", mirrored["timestamp"])
+
+        # An acknowledgement changes the situation: out at once, not after the interval.
+        t0 = time.monotonic()
+        assert (await run.client.post("/api/v1/alerts/ack")).status_code == 200
+        await recorder.wait(status_topic, lambda p: json.loads(p)["alert"] is False, timeout=5)
+        await recorder.wait(target_topic, lambda p: json.loads(p)["acknowledged"], timeout=5)
+        assert time.monotonic() - t0 < 1.5
+
+
+async def test_counters_wait_thirty_seconds_by_default(tmp_path, broker, recorder,
+                                                       target_server):
+    base = "pingr/testpi"
+    cfg = make_config(tmp_path, mqtt=mqtt_config(broker), targets=[
+        {"name": "web", "type": "http", "url": target_server.url, "interval": "1s",
+         "failure_threshold": 1}])
+    assert cfg.mqtt.counter_interval == 30
+    async with running_app(cfg) as run:
+        web = run.app.monitor.target_named("web").id
+        target_server.behaviour.status = 500
+        await recorder.wait(f"{base}/target/{web}", lambda p: json.loads(p)["state"] == "down")
+        await asyncio.sleep(5)
+        assert run.app.monitor.state_of(web).failures >= 5
+        downs = [p for p in recorder.payloads(f"{base}/target/{web}")
+                 if json.loads(p)["state"] == "down"]
+        alerts = [p for p in recorder.payloads(f"{base}/alert_status") if json.loads(p)["alert"]]
+        assert len(downs) == 1 and len(alerts) == 1
+        assert json.loads(downs[0])["failures"] == 1

@@ -49,11 +49,12 @@ async def test_outputs_listing_and_lamp_test_endpoint(tmp_path, target_server):
 
         # Errors: 404 unknown, 400 bad duration, 409 heartbeat, 403 for a read-only key.
         r = await run.client.post("/api/v1/outputs/nope/test")
-        assert (r.status_code, r.json()) == (404, {"detail": "no output named 'nope'"})
+        assert (r.status_code, r.json()["detail"]) == (404, "no output named 'nope'")
+        assert r.json()["error"] == r.json()["detail"]
         r = await run.client.post("/api/v1/outputs/tower/test", params={"duration": "soon"})
         assert r.status_code == 400 and r.json()["detail"].startswith("duration: invalid duration")
         r = await run.client.post("/api/v1/outputs/tower/test", params={"duration": "2m"})
-        assert r.json() == {"detail": "duration must be between 50ms and 60s"}
+        assert r.json()["detail"] == "duration must be between 50ms and 60s" == r.json()["error"]
         r = await run.client.post("/api/v1/outputs/heartbeat/test")
         assert r.status_code == 409 and "watchdog" in r.json()["detail"]
         _, read_key = await run.app.keys_admin("create", name="viewer", scope="read")

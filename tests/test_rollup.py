@@ -211,7 +211,7 @@ async def test_api_summary_daily_uptime_history_and_health(tmp_path, target_serv
         for params, msg in (({"days": 0}, "days must be between 1 and 366, got 0"),
                             ({"days": 400}, "days must be between 1 and 366, got 400")):
             r = await run.client.get(f"/api/v1/targets/{t.id}/uptime/daily", params=params)
-            assert r.status_code == 400 and r.json() == {"detail": msg}
+            assert r.status_code == 400 and r.json() == {"error": msg, "detail": msg}
         r = await run.client.get("/api/v1/targets/nope/uptime/daily")
         assert r.status_code == 404
         r = await run.client.get(f"/api/v1/targets/{t.id}/history", params={"window": "soon"})

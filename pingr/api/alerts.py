@@ -6,6 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
+from pingr.alertstatus import none_match
 from pingr.api.auth import KeyInfo, require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app, parse_limit
 from pingr.api.schemas import AckOut, AlertOut, AlertStatusOut
@@ -14,15 +15,19 @@ router = APIRouter(tags=["alerts"])
 
 
 def alert_status_response(app, if_none_match: str | None) -> tuple[int, bytes, str]:
-    """(status, body, etag) for /alert-status, from memory only."""
-    body, etag = app.alert_status.render(app.monitor.snapshot())
-    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        return 304, b"", etag
-    return 200, body, etag
+    """(status, body, etag) for /alert-status, from memory only; 304 when If-None-Match
+    matches the weak ETag of the current situation (RFC 9110: weak comparison, lists, *)."""
+    snap = app.monitor.snapshot()
+    tag = app.alert_status.etag(snap)
+    if none_match(if_none_match, tag):
+        return 304, b"", tag
+    body, tag = app.alert_status.render(snap)
+    return 200, body, tag
 
 
 @router.get("/alert-status", response_model=AlertStatusOut, dependencies=[require("read")],
-            responses={304: {"description": "Not modified since the ETag given"},
+            responses={304: {"description": "The situation is the one the ETag given names "
+                                            "(a weak validator: counters may have moved)"},
                        **errors(*AUTH_ERRORS)})
 def alert_status(request: Request, app=Depends(get_app)) -> Response:
     """Is anything down right now? Served from memory; supports ETag / If-None-Match.

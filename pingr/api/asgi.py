@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pingr import __version__
 from pingr.access import key_from_headers
 from pingr.api import (
     alerts,
     channels,
+    checks,
     containers,
     events,
     health,
@@ -22,6 +25,7 @@ from pingr.api import (
     metrics,
     notifications,
     outputs,
+    pair,
     push,
     results,
     silence,
@@ -29,8 +33,13 @@ from pingr.api import (
     targets,
     webhooks,
 )
+from pingr.api.deps import error_body, error_response
 from pingr.api.guard import Guard
 from pingr.app import App, AppError
+from pingr.probes.registry import KINDS
+from pingr.validation import describe
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 STATUS_PATH = PREFIX + "/alert-status"
@@ -39,21 +48,29 @@ STATUS_PATH = PREFIX + "/alert-status"
 #: `require(scope)`; only health is public.
 ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.router,
            silence.router, events.router, push.router, channels.router, notifications.router,
-           webhooks.router, outputs.router, system.router, containers.router]
+           webhooks.router, outputs.router, system.router, containers.router, checks.router,
+           pair.router]
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
+#: Where FastAPI says a bad value came from; not part of what the user wrote.
+_SOURCES = ("body", "query", "path", "header", "cookie")
+#: The draft's wording for an unexpected server error.
+SERVER_ERROR = "unexpected server error"
+#: PiAlert's wording when alert-status cannot be produced.
+STATUS_ERROR = "Unable to fetch alert status"
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """One message in the user's terms for everything wrong with a request."""
+    lines: list[str] = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        where = ".".join(loc[1:] if loc and loc[0] in ("query", "path", "header") else loc)
-        msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        elif err.get("type") == "json_invalid":
-            msg = "body is not valid JSON"
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts) or "invalid request"
+        loc = list(err.get("loc", ()))
+        source = loc[0] if loc and loc[0] in _SOURCES else None
+        data = exc.body if source == "body" else None
+        for line in describe([err], data, tags=KINDS, skip=1 if source else 0):
+            if line not in lines:
+                lines.append(line)
+    return "; ".join(lines) or "invalid request"
 
 
 def create_api(app: App) -> Any:
@@ -74,18 +91,27 @@ def create_api(app: App) -> Any:
 
     @api.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return error_response(exc.status, exc.detail)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), exc.headers)
 
     @api.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_message(exc)}, status_code=400)
+        return error_response(400, validation_message(exc))
+
+    @api.exception_handler(Exception)
+    async def _server_error(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises it after this answer: uvicorn logs the traceback.
+        return error_response(500, SERVER_ERROR)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema:
             return api.openapi_schema
         schema = get_openapi(title=api.title, version=api.version, description=api.description,
                              routes=api.routes)
-        # We answer invalid input with 400 {"detail": str}, never FastAPI's 422 list.
+        # We answer invalid input with 400 {"error", "detail"}, never FastAPI's 422 list.
         for path in schema.get("paths", {}).values():
             for op in path.values():
                 responses = op.get("responses", {})
@@ -100,8 +126,10 @@ def create_api(app: App) -> Any:
         for name in ("HTTPValidationError", "ValidationError"):
             comps.get("schemas", {}).pop(name, None)
         comps.setdefault("schemas", {}).setdefault(
-            "ErrorOut", {"type": "object", "properties": {"detail": {"type": "string"}},
-                         "required": ["detail"], "title": "ErrorOut"})
+            "ErrorOut", {"type": "object", "title": "ErrorOut",
+                         "properties": {"error": {"type": "string"},
+                                        "detail": {"type": "string"}},
+                         "required": ["error", "detail"]})
 
         api.openapi_schema = schema
         return schema
@@ -133,21 +161,29 @@ class AlertStatusFastPath:
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             if name in (b"x-api-key", b"authorization", b"if-none-match", b"x-forwarded-for"):
-                headers[name.decode()] = value.decode("latin-1")
+                key, text = name.decode(), value.decode("latin-1")
+                # A repeated field is one list (RFC 9110 5.3): If-None-Match may come twice.
+                headers[key] = f"{headers[key]}, {text}" if key in headers else text
         auth = self.app.auth
         peer = scope.get("client")
         ip = auth.client_ip(peer[0] if peer else None, headers.get("x-forwarded-for"))
         outcome = auth.check(key_from_headers(headers.get), ip, "read")
         out_headers = outcome.headers
         if outcome.status != 200:
-            status, body = outcome.status, json.dumps({"detail": outcome.detail}).encode()
+            status, body = outcome.status, json.dumps(error_body(outcome.detail or "")).encode()
         else:
-            status, body, etag = alerts.alert_status_response(
-                self.app, headers.get("if-none-match"))
-            out_headers = {**out_headers, "ETag": etag, "Cache-Control": "no-cache"}
-        raw = [(b"content-type", b"application/json")]
-        if status != 304:
-            raw.append((b"content-length", str(len(body)).encode()))
+            try:
+                status, body, etag = alerts.alert_status_response(
+                    self.app, headers.get("if-none-match"))
+            except Exception:  # a bug must still answer JSON, as the document says
+                log.exception("alert-status failed")
+                status, body = 500, json.dumps(error_body(STATUS_ERROR)).encode()
+            else:
+                out_headers = {**out_headers, "ETag": etag, "Cache-Control": "no-cache"}
+        raw = []
+        if status != 304:  # a 304 carries the validators, not the representation's metadata
+            raw += [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode(), v.encode()) for k, v in out_headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body",

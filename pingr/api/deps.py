@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from pingr.api.schemas import ErrorOut
 from pingr.timeutil import parse_duration, parse_timestamp, to_ms
@@ -17,6 +18,16 @@ def get_app(request: Request) -> App:
     return request.app.state.pingr
 
 
+def error_body(message: str) -> dict[str, str]:
+    """Every error's body: the Pingu draft's `error` and PiAlert's `detail`, one message."""
+    return {"error": message, "detail": message}
+
+
+def error_response(status: int, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message), status_code=status, headers=headers)
+
+
 def bad_request(message: str) -> HTTPException:
     return HTTPException(400, message)
 
@@ -24,7 +35,7 @@ def bad_request(message: str) -> HTTPException:
 def parse_limit(value: int, default_max: int = 1000) -> int:
     """Limits below 1 are errors; above the maximum they are clamped, not refused."""
     if value < 1:
-        raise bad_request(f"limit must be at least 1, got {value}")
+        raise bad_request(f"invalid limit: must be at least 1, got {value}")
     return min(value, default_max)
 
 
@@ -37,18 +48,23 @@ def parse_time_param(name: str, value: str | None, default_ms: int) -> int:
         raise bad_request(f"{name}: {exc}") from None
 
 
+#: The Pingu draft's message for a window that does not parse.
+WINDOW_FORMAT = "invalid window format, expected like 15m, 1h, 7d"
+
+
 def parse_window(value: str) -> float:
+    """Seconds of a `window` such as 15m, 1h, 24h, 7d (1s to 400d)."""
     try:
         seconds = parse_duration(value)
-    except ValueError as exc:
-        raise bad_request(f"window: {exc}") from None
-    if seconds <= 0 or seconds > 400 * 86400:
-        raise bad_request("window must be between 1s and 400d")
+    except ValueError:
+        raise bad_request(WINDOW_FORMAT) from None
+    if not isinstance(value, str) or not value.strip() or seconds <= 0 or seconds > 400 * 86400:
+        raise bad_request("window must be between 1s and 400d, e.g. 15m, 1h, 7d")
     return seconds
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given error statuses, all `{"detail": ...}`."""
+    """OpenAPI `responses` entries for the given error statuses, all `{"error", "detail"}`."""
     text = {
         400: "Invalid parameter or body",
         401: "Missing, invalid or disabled API key",
@@ -56,6 +72,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "No such object",
         409: "Conflicts with an existing object or state",
         429: "Rate limit exceeded (see Retry-After)",
+        500: "Unexpected server error",
         503: "Unhealthy",
     }
     return {c: {"model": ErrorOut, "description": text.get(c, "Error")} for c in codes}

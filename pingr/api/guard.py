@@ -14,6 +14,7 @@ from typing import Any
 from starlette.routing import compile_path
 
 from pingr.access import Authenticator, key_from_headers
+from pingr.api.deps import error_body
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
@@ -205,7 +206,7 @@ class Guard:
 
     async def _refuse(self, send: Any, status: int, detail: str,
                       headers: dict[str, str] | None = None, close: bool = False) -> None:
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps(error_body(detail)).encode()
         raw = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]

@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pingr.api.auth import require
-from pingr.api.deps import AUTH_ERRORS, errors, get_app
+from pingr.api.deps import AUTH_ERRORS, error_response, errors, get_app
 from pingr.api.schemas import UtcTime, ts
 from pingr.heartbeat import HeartbeatError
+from pingr.validation import describe
 
 #: Public: the token in the path is the credential, so these routes take no API key.
 ping_router = APIRouter(tags=["heartbeats"])
@@ -85,7 +86,7 @@ async def _ping(request: Request, app, token: str, kind: str, success: bool = Tr
         out = app.checkin(token, kind, ip=_ip(app, request), success=success, message=message,
                           exit_code=exit_code)
     except HeartbeatError as exc:
-        return JSONResponse({"detail": exc.detail}, exc.status, exc.headers)
+        return error_response(exc.status, exc.detail, exc.headers)
     return JSONResponse(out)
 
 
@@ -134,19 +135,18 @@ async def push(request: Request, token: str = Token, app=Depends(get_app)) -> JS
     hb = book(app)
     raw = await _body(request, hb.max_body)
     try:
-        body = PushIn.model_validate(json.loads(raw)) if raw.strip() else PushIn()
+        data = json.loads(raw) if raw.strip() else {}
+        body = PushIn.model_validate(data)
     except json.JSONDecodeError:
         raise HTTPException(400, "body is not valid JSON") from None
     except ValidationError as exc:
-        raise HTTPException(400, "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        ) from None
+        raise HTTPException(400, "; ".join(describe(exc, data))) from None
     try:
         out = app.checkin(token, "push", ip=_ip(app, request), success=body.status == "up",
                           message=body.message,
                           latency_ms=round(body.ping) if body.ping is not None else None)
     except HeartbeatError as exc:
-        return JSONResponse({"detail": exc.detail}, exc.status, exc.headers)
+        return error_response(exc.status, exc.detail, exc.headers)
     return JSONResponse(out)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from pingr.api.auth import require
@@ -13,39 +15,53 @@ from pingr.api.deps import (
     parse_time_param,
     parse_window,
 )
-from pingr.api.schemas import DailyUptimeOut, HistoryBucketOut, LatestOut, ResultOut, SummaryOut
+from pingr.api.schemas import (
+    DailyUptimeOut,
+    HistoryBucketOut,
+    LatestList,
+    LatestOut,
+    ResultItem,
+    ResultList,
+    ResultOut,
+    SummaryItem,
+    SummaryList,
+    TargetResults,
+    TargetSummary,
+)
 from pingr.storage.rollup import DAY_MS
-from pingr.timeutil import format_duration, from_ms, now_ms
+from pingr.timeutil import from_ms, now_ms
 
 router = APIRouter(tags=["results"], dependencies=[require("read")])
 
 
-@router.get("/results/latest-by-target", response_model=list[LatestOut],
+@router.get("/results/latest-by-target", response_model=LatestList,
             responses=errors(*AUTH_ERRORS))
-async def latest_by_target(app=Depends(get_app)) -> list[LatestOut]:
+async def latest_by_target(app=Depends(get_app)) -> LatestList:
     """The newest result of every enabled target, from memory (on the loop); newest first."""
     out = []
     for state in app.monitor.states():
         r = state.last
-        if r is None or not state.target.enabled:
+        if r is None or not state.target.enabled or not state.target.probed:
             continue
         out.append(LatestOut(target_id=r.target_id, target_name=state.target.name,
                              status=state.status, ts=from_ms(r.ts), success=r.success,
-                             latency_ms=r.latency_ms, status_code=r.status_code, error=r.error))
+                             latency_ms=r.latency_ms, status_code=r.status_code,
+                             error=None if r.success else r.error))
     out.sort(key=lambda x: x.ts, reverse=True)
-    return out
+    return LatestList(items=out)
 
 
-@router.get("/results/latest", response_model=list[ResultOut], responses=errors(400, *AUTH_ERRORS))
+@router.get("/results/latest", response_model=ResultList, responses=errors(400, *AUTH_ERRORS))
 def latest(limit: int = Query(200, description="1 to 1000; larger values are clamped"),
-           app=Depends(get_app)) -> list[ResultOut]:
+           app=Depends(get_app)) -> ResultList:
     """The newest results across all targets, newest first."""
-    ids = app.target_ids_by_pk()
+    by_pk = {t.pk: t for t in app.targets.values()}
     rows = app.store.latest_results(parse_limit(limit))
-    return [ResultOut.of(r, ids[r.target_pk]) for r in rows if r.target_pk in ids]
+    return ResultList(items=[ResultOut.of(r, by_pk[r.target_pk]) for r in rows
+                             if r.target_pk in by_pk])
 
 
-@router.get("/targets/{target_id}/results", response_model=list[ResultOut],
+@router.get("/targets/{target_id}/results", response_model=TargetResults,
             responses=errors(400, 404, *AUTH_ERRORS))
 def target_results(
     target_id: str,
@@ -53,7 +69,8 @@ def target_results(
     until: str | None = Query(None, description="RFC 3339; default now"),
     limit: int = Query(200, description="1 to 1000; larger values are clamped"),
     app=Depends(get_app),
-) -> list[ResultOut]:
+) -> TargetResults:
+    """One target's results in [since, until], newest first."""
     target = app.targets.get(target_id)
     if target is None:
         raise HTTPException(404, f"no target with id {target_id}")
@@ -63,19 +80,18 @@ def target_results(
     if start > end:
         raise HTTPException(400, "since must not be after until")
     rows = app.store.target_results(target.pk, start, end, parse_limit(limit))
-    return [ResultOut.of(r, target.id) for r in rows]
+    return TargetResults(target_id=target.id, target_name=target.name,
+                         items=[ResultItem.of(r) for r in rows])
 
 
-def _summaries(app, window: str, only: str | None = None) -> list[SummaryOut]:
-    seconds = parse_window(window)
-    targets = [app.targets[only]] if only else [t for t in app.targets.values() if t.enabled]
+def _summaries(app, seconds: float, targets: list[Any], one: bool = False) -> list[SummaryItem]:
     now = now_ms()
-    stats = app.store.summary(now - int(seconds * 1000), targets[0].pk if only else None, now)
+    stats = app.store.summary(now - int(seconds * 1000), targets[0].pk if one else None, now)
     out = []
     for t in sorted(targets, key=lambda t: t.name.lower()):
         total, ok, avg = stats.get(t.pk, (0, 0, None))
-        out.append(SummaryOut(
-            target_id=t.id, name=t.name, window=format_duration(seconds),
+        out.append(SummaryItem(
+            target_id=t.id, target_name=t.name,
             uptime_percent=round(100.0 * ok / total, 3) if total else None,
             avg_latency_ms=round(avg, 2) if avg is not None else None,
             total_probes=total,
@@ -83,19 +99,27 @@ def _summaries(app, window: str, only: str | None = None) -> list[SummaryOut]:
     return out
 
 
-@router.get("/summary", response_model=list[SummaryOut], responses=errors(400, *AUTH_ERRORS))
-def summary(window: str = Query("1h", description="a duration: 1h, 24h, 7d"),
-            app=Depends(get_app)) -> list[SummaryOut]:
-    """Uptime and average latency of every enabled target over the window."""
-    return _summaries(app, window)
+@router.get("/summary", response_model=SummaryList, responses=errors(400, *AUTH_ERRORS))
+def summary(window: str = Query("1h", description="a duration: 15m, 1h, 24h, 7d"),
+            app=Depends(get_app)) -> SummaryList:
+    """Uptime and average latency of every enabled target over the window (echoed as given),
+    by target name."""
+    seconds = parse_window(window)
+    targets = [t for t in app.targets.values() if t.enabled]
+    return SummaryList(window=window, items=_summaries(app, seconds, targets) if targets else [])
 
 
-@router.get("/summary/{target_id}", response_model=SummaryOut,
+@router.get("/summary/{target_id}", response_model=TargetSummary,
             responses=errors(400, 404, *AUTH_ERRORS))
-def target_summary(target_id: str, window: str = Query("1h"), app=Depends(get_app)) -> SummaryOut:
-    if target_id not in app.targets:
+def target_summary(target_id: str,
+                   window: str = Query("1h", description="a duration: 15m, 1h, 24h, 7d"),
+                   app=Depends(get_app)) -> TargetSummary:
+    """Uptime and average latency of one target over the window."""
+    target = app.targets.get(target_id)
+    if target is None:
         raise HTTPException(404, f"no target with id {target_id}")
-    return _summaries(app, window, target_id)[0]
+    (item,) = _summaries(app, parse_window(window), [target], one=True)
+    return TargetSummary(window=window, **item.model_dump())
 
 
 @router.get("/targets/{target_id}/uptime/daily", response_model=list[DailyUptimeOut],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -19,8 +19,10 @@ def ts(ms: int | None) -> datetime | None:
 
 
 class ErrorOut(BaseModel):
-    """Every error: one clear message."""
+    """Every error: one clear message, under both names clients read (the Pingu draft's
+    `error`, PiAlert's `detail`)."""
 
+    error: str
     detail: str
 
 
@@ -63,37 +65,91 @@ class TargetOut(BaseModel):
         )
 
 
-class ResultOut(BaseModel):
-    target_id: str
+class TargetList(BaseModel):
+    """GET /targets (the Pingu draft's envelope)."""
+
+    items: list[TargetOut]
+
+
+class ResultItem(BaseModel):
+    """One probe result, as a target's own history lists it."""
+
     ts: UtcTime
     success: bool
     latency_ms: int | None = None
-    status_code: int | None = None
-    error: str | None = None
+    status_code: int | None = Field(None, description="HTTP probes only")
+    error: str | None = Field(None, description="null for successful probes")
 
     @classmethod
-    def of(cls, row: ResultRow, target_id: str) -> ResultOut:
-        return cls(
-            target_id=target_id,
-            ts=from_ms(row.ts),
-            success=row.success,
-            latency_ms=row.latency_ms,
-            status_code=row.status_code,
-            error=row.error,
-        )
+    def of(cls, row: ResultRow) -> ResultItem:
+        return cls(ts=from_ms(row.ts), success=row.success, latency_ms=row.latency_ms,
+                   status_code=row.status_code, error=None if row.success else row.error)
+
+
+class ResultOut(BaseModel):
+    """One probe result with its target denormalized (lists across targets)."""
+
+    target_id: str
+    target_name: str
+    ts: UtcTime
+    success: bool
+    latency_ms: int | None = None
+    status_code: int | None = Field(None, description="HTTP probes only")
+    error: str | None = Field(None, description="null for successful probes")
+
+    @classmethod
+    def of(cls, row: ResultRow, target: Target) -> ResultOut:
+        return cls(target_id=target.id, target_name=target.name,
+                   **ResultItem.of(row).model_dump())
+
+
+class ResultList(BaseModel):
+    """GET /results/latest."""
+
+    items: list[ResultOut]
 
 
 class LatestOut(ResultOut):
-    target_name: str
-    status: str
+    status: str = Field(description="the target's status now: up, down, unreachable, pending")
 
 
-class SummaryOut(BaseModel):
+class LatestList(BaseModel):
+    """GET /results/latest-by-target."""
+
+    items: list[LatestOut]
+
+
+class TargetResults(BaseModel):
+    """GET /targets/{target_id}/results."""
+
     target_id: str
-    name: str
-    window: str
+    target_name: str
+    items: list[ResultItem]
+
+
+class SummaryItem(BaseModel):
+    target_id: str
+    target_name: str
     uptime_percent: float | None = Field(description="null when there were no probes in the window")
-    avg_latency_ms: float | None
+    avg_latency_ms: float | None = Field(description="over successful probes")
+    total_probes: int
+
+
+class SummaryList(BaseModel):
+    """GET /summary."""
+
+    window: str = Field(description="as given in the request")
+    items: list[SummaryItem]
+
+
+class TargetSummary(BaseModel):
+    """GET /summary/{target_id}."""
+
+    window: str = Field(description="as given in the request")
+    target_id: str
+    target_name: str
+    uptime_percent: float | None = Field(description="null when there were no probes in the window")
+    avg_latency_ms: float | None = Field(description="over successful probes")
     total_probes: int
 
 
@@ -117,14 +173,18 @@ class HistoryBucketOut(BaseModel):
 
 class HealthOut(BaseModel):
     ok: bool
-    db: str = Field(description="ok, or the last write error")
+    db: bool = Field(description="the API could query the database just now")
+    db_error: str | None = Field(description="the last database write error, or the error of "
+                                 "that query; null when none")
     healthy: bool = Field(description="probes finish on time (the dead-man output and the "
                           "systemd watchdog follow this)")
     problems: list[str] = Field(description="what keeps the appliance from its whole job "
                                 "(e.g. GPIO outputs that cannot switch); empty when none")
+    warnings: list[str] = Field(description="settings that work but should change (e.g. a "
+                                "short configured API key); empty when none")
     enabled_targets: int
-    last_result_ts: UtcTime | None
-    seconds_since_last_result: float | None
+    last_result_ts: UtcTime | None = Field(description="the newest stored result")
+    seconds_since_last_result: int | None = Field(description="whole seconds, computed now")
     stale: bool
     version: str
     uptime_seconds: float
@@ -211,4 +271,4 @@ class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64)
-    scope: str = Field("read", pattern="^(read|operate|admin)$")
+    scope: Literal["read", "operate", "admin"] = "read"

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
@@ -51,7 +51,7 @@ class SystemOut(BaseModel):
     """The machine at a glance (CPU from the background sampler, never measured per request)."""
 
     hostname: str
-    uptime: float
+    uptime: int = Field(description="seconds since boot, a whole number (the Pingr agent's type)")
     cpu: CpuBrief
     memory: MemoryBrief
     disk: list[DiskBrief]
@@ -89,7 +89,7 @@ def system(app: AppDep) -> SystemOut:
     nics = [n for name, n in s.nics.items() if name != "lo"]
     return SystemOut(
         hostname=comp.sampler.hostname,
-        uptime=comp.sampler.uptime(),
+        uptime=int(comp.sampler.uptime()),
         cpu=CpuBrief(usage_percent=s.cpu_percent, cores=s.cores),
         memory=MemoryBrief(total_bytes=s.memory["total_bytes"], used_bytes=s.memory["used_bytes"],
                            usage_percent=s.memory["usage_percent"]),

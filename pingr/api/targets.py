@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
 
 from pingr.api.auth import require, reveal
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
-from pingr.api.schemas import TargetOut
+from pingr.api.schemas import TargetList, TargetOut
 from pingr.probes.registry import TargetSpec
 
 router = APIRouter(tags=["targets"])
@@ -27,16 +27,16 @@ def _find(app, target_id: str):
     return target
 
 
-@router.get("/targets", response_model=list[TargetOut], dependencies=[require("read")],
+@router.get("/targets", response_model=TargetList, dependencies=[require("read")],
             responses=errors(400, *AUTH_ERRORS))
 async def list_targets(
     status: Literal["enabled", "disabled", "all"] = Query("enabled"), app=Depends(get_app)
-) -> list[TargetOut]:
+) -> TargetList:
     """Targets by name; `status` filters enabled (default), disabled or all."""
     targets = sorted(app.targets.values(), key=lambda t: t.name.lower())
     if status != "all":
         targets = [t for t in targets if t.enabled == (status == "enabled")]
-    return [_out(app, t) for t in targets]
+    return TargetList(items=[_out(app, t) for t in targets])
 
 
 @router.get("/targets/{target_id}", response_model=TargetOut, dependencies=[require("read")],
@@ -47,7 +47,7 @@ async def get_target(target_id: str, app=Depends(get_app)) -> TargetOut:
 
 @router.post("/targets", response_model=TargetOut, status_code=201,
              dependencies=[require("admin")], responses=errors(400, 409, *AUTH_ERRORS))
-async def create_target(spec: TargetSpec = Body(...), app=Depends(get_app)) -> TargetOut:
+async def create_target(spec: Annotated[TargetSpec, Body()], app=Depends(get_app)) -> TargetOut:
     """Add a target; it is probed at once, no restart needed."""
     return _out(app, await app.create_target(spec))
 
@@ -56,7 +56,8 @@ async def create_target(spec: TargetSpec = Body(...), app=Depends(get_app)) -> T
             responses=errors(400, 404, 409, *AUTH_ERRORS))
 async def update_target(target_id: str, changes: dict[str, Any] = Body(...),
                         app=Depends(get_app)) -> TargetOut:
-    """Change a target. Fields not given keep their values; the result is validated whole."""
+    """Change a target. Fields not given keep their values; the result is validated whole.
+    Durations are accepted as on creation (`interval: "5s"`, `timeout: "1s"`)."""
     target = _find(app, target_id)
     return _out(app, await app.update_target(target, changes))
 

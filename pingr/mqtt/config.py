@@ -53,6 +53,9 @@ class MqttConfig(Strict):
     reconnect_min: Duration = Field(1, ge=0.1, le=600)
     reconnect_max: Duration = Field(60, ge=1, le=3600)
     latency_refresh: Duration = Field(300, ge=0, le=86400)
+    #: State topics go out when the situation changes; the counters in them (failures, the
+    #: last error) at most this often.
+    counter_interval: Duration = Field(30, ge=0.1, le=3600)
     configuration_url: str | None = None
 
     @field_validator("node_id")

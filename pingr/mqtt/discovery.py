@@ -59,8 +59,10 @@ class Device:
         }
 
 
-#: What a siren's command topic receives. Home Assistant's MQTT siren, with no
-#: command_template, publishes its payload_on / payload_off as they are.
+#: payload_on / payload_off of a siren. Home Assistant's MQTT siren, with no
+#: command_template (none is set here), publishes them as JSON under "state":
+#: `{"state": "ON"}` / `{"state": "OFF"}` (homeassistant/components/mqtt/siren.py,
+#: `_async_publish`: json_dumps of {"state": value, **turn-on parameters}).
 SIREN_ON, SIREN_OFF = "ON", "OFF"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -9,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pingr.alertstatus import body as alert_status_body
+from pingr.alertstatus import situation
 from pingr.models import Result, Target
 from pingr.monitor import Change, Monitor
 from pingr.mqtt import discovery
@@ -49,10 +52,16 @@ class Mqtt:
         self.link = Link(config, subscriptions=[self.device.topic("cmd", "#"),
                                                 f"{config.discovery_prefix}/status"],
                          on_message=self._message, on_connected=self.sync)
+        #: What was last published: the situation, and the counters beside it.
         self._alert_key: Any = None
+        self._alert_counters: Any = None
+        self._alert_pub_ms = 0
         self._alert_version = -1
         self._targets: dict[str, tuple[Any, ...]] = {}
+        self._target_counters: dict[str, tuple[Any, ...]] = {}
         self._target_pub_ms: dict[str, int] = {}
+        #: A deferred counter update is sent by this timer when no later result sends it.
+        self._flush: asyncio.TimerHandle | None = None
         self._handlers: dict[str, Callable[[str, str], None]] = {
             "ack": self._cmd_ack,
             "lamp_test": self._cmd_lamp_test,
@@ -74,6 +83,8 @@ class Mqtt:
         self.link.start()
 
     async def stop(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
         await self.link.stop()
 
     @property
@@ -123,41 +134,72 @@ class Mqtt:
         self.outputs_changed()
         self._discovery()
 
+    def _counters_due(self, last_ms: int, now: int) -> bool:
+        """May counters go out now? If not, make sure they will when the interval is over."""
+        wait = self.config.counter_interval * 1000 - (now - last_ms)
+        if wait <= 0:
+            return True
+        if self._flush is None:
+            with contextlib.suppress(RuntimeError):  # no loop: the next result sends them
+                self._flush = asyncio.get_running_loop().call_later(wait / 1000, self._deferred)
+        return False
+
+    def _deferred(self) -> None:
+        self._flush = None
+        self._alert_state()
+        for state in self.monitor.states():
+            self._target_state(state.target.id)
+
     def _alert_state(self) -> None:
+        """The alert-status mirror: at once when the situation changes (what a poller's ETag
+        covers), the failure counters inside it at most every counter_interval."""
         snap = self.monitor.snapshot()
         if snap.version == self._alert_version:
             return
+        now = self.clock_ms()
+        key = situation(snap)
+        counters = tuple(f.failures for f in snap.failing)
+        if key == self._alert_key:
+            if counters == self._alert_counters or not self._counters_due(self._alert_pub_ms,
+                                                                           now):
+                return
         self._alert_version = snap.version
-        body = alert_status_body(snap)
-        # The timestamp moves with every snapshot; only a change of content is news.
-        key = {k: v for k, v in body.items() if k != "timestamp"}
-        if key != self._alert_key:
-            self._alert_key = key
-            self.link.put(self.topic("alert_status"), json.dumps(body, separators=(",", ":")))
+        self._alert_key, self._alert_counters, self._alert_pub_ms = key, counters, now
+        body = alert_status_body(snap, now / 1000)
+        self.link.put(self.topic("alert_status"), json.dumps(body, separators=(",", ":")))
 
     def _target_state(self, target_id: str) -> None:
+        """A target's state: at once when its situation changes (status, acknowledgement,
+        name, threshold), its counters (failures, last error) at most every counter_interval,
+        and its latency every latency_refresh."""
         state = self.monitor.state_of(target_id)
         if state is None:
             return
         target = state.target
-        key = (target.name, state.status, state.failures, target.spec.failure_threshold,
-               state.acknowledged)
+        last = state.last
+        key = (target.name, state.status, target.spec.failure_threshold, state.acknowledged,
+               target.spec.type)
+        counters = (state.failures, last.error if last is not None and not last.success
+                    else None)
         now = self.clock_ms()
-        refresh = self.config.latency_refresh * 1000
-        stale_latency = bool(refresh) and now - self._target_pub_ms.get(target_id, now) >= refresh
-        if self._targets.get(target_id) == key and not stale_latency:
-            return
+        published = self._target_pub_ms.get(target_id, now)
+        if self._targets.get(target_id) == key:
+            refresh = self.config.latency_refresh * 1000
+            stale_latency = bool(refresh) and now - published >= refresh
+            if not stale_latency and (self._target_counters.get(target_id) == counters
+                                      or not self._counters_due(published, now)):
+                return
         new = target_id not in self._targets
         self._targets[target_id] = key
+        self._target_counters[target_id] = counters
         self._target_pub_ms[target_id] = now
-        last = state.last
         payload = {
             "name": target.name,
             "state": state.status,
             "failures": state.failures,
             "threshold": target.spec.failure_threshold,
             "latency_ms": last.latency_ms if last is not None and last.success else None,
-            "error": last.error if last is not None and not last.success else None,
+            "error": counters[1],
             "acknowledged": state.acknowledged,
             "type": target.spec.type,
         }
@@ -168,6 +210,7 @@ class Mqtt:
     def _forget(self, target_id: str) -> None:
         """A deleted target: clear its state and remove its Home Assistant entity."""
         self._targets.pop(target_id, None)
+        self._target_counters.pop(target_id, None)
         self._target_pub_ms.pop(target_id, None)
         self.link.put(self.topic("target", safe(target_id)), "")
         self.link.put(self.device.config_topic("binary_sensor", f"target_{safe(target_id)}"), "")
@@ -238,16 +281,37 @@ class Mqtt:
         self.commands.lamp_test()
 
     def _cmd_siren(self, name: str, payload: str) -> None:
-        """OFF silences (acknowledge all, as the button does); ON sounds its test chirp."""
+        """OFF silences (acknowledge all, as the button does); ON sounds its test chirp.
+
+        Home Assistant's MQTT siren, with no command_template (as discovered), publishes
+        JSON: `{"state": "ON"}` / `{"state": "OFF"}` (payload_on / payload_off under "state",
+        plus tone/duration/volume_level when supported: ours supports none). A bare ON/OFF,
+        as people type it into mosquitto_pub, works too.
+        """
         out = next((o for o in self.outputs.states()
                     if safe(o.name) == name and o.audible and not o.shows_states), None)
         if out is None:
             log.warning("MQTT: no audible output %r", name)
             return
-        command = payload.upper()
+        command = siren_command(payload)
         if command == SIREN_OFF:
             self._cmd_ack("", "")
         elif command == SIREN_ON:
             self.commands.lamp_test([out.name])
         else:
-            log.warning("MQTT: siren %s: expected ON or OFF, got %r", name, payload[:40])
+            log.warning("MQTT: siren %s: expected {\"state\": \"ON\"} or {\"state\": \"OFF\"}, "
+                        "got %r", name, payload[:40])
+
+
+def siren_command(payload: str) -> str | None:
+    """ON, OFF or None from a siren command: HA's JSON `{"state": "ON"}` or a bare word."""
+    text = payload.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        state = data.get("state") if isinstance(data, dict) else None
+        return state if state in (SIREN_ON, SIREN_OFF) else None
+    word = text.upper()
+    return word if word in (SIREN_ON, SIREN_OFF) else None

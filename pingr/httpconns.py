@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import time
 from collections import OrderedDict
+from email.utils import formatdate
 from typing import Any
 
 import h11
@@ -83,6 +85,17 @@ class Tracker:
         self.open.pop(id(conn), None)
 
 
+def fresh_date(server_state: Any, config: Any) -> None:
+    """Keep the Date header current for the request being read (uvicorn refreshes it from a
+    timer that wakes ten times a second; pingr.server stops that timer). Once per second of
+    traffic: a comparison per request otherwise."""
+    second = int(time.time())
+    if second != getattr(server_state, "pingr_date_second", None):
+        server_state.pingr_date_second = second
+        date = [(b"date", formatdate(second, usegmt=True).encode())]
+        server_state.default_headers = date + config.encoded_headers
+
+
 def protocol_class(tracker: Tracker) -> type[BoundedH11]:
     """uvicorn's `http=` protocol class for one server (uvicorn builds it with keywords it owns,
     so the tracker rides on a subclass)."""
@@ -121,6 +134,7 @@ class BoundedH11(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        fresh_date(self.server_state, self.config)
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE or self.conn.our_state is not h11.IDLE:
             self._disarm()  # a whole request head arrived; the app and keep-alive take over

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -113,3 +114,18 @@ async def test_api_connections_get_tcp_nodelay(tmp_path):
         assert listener.proto == socket.IPPROTO_TCP
         r = await run.client.get("/api/v1/health")
         assert r.status_code == 200
+
+
+async def test_date_header_is_current_after_an_idle_pause(tmp_path):
+    """uvicorn's 10-per-second timer is gone (idle is idle); the Date header must not go
+    stale with it: it is refreshed when a request arrives."""
+    from email.utils import parsedate_to_datetime
+
+    async with running_app(make_config(tmp_path)) as run:
+        first = await run.client.get("/api/v1/health")
+        await asyncio.sleep(2.2)
+        second = await run.client.get("/api/v1/health")
+        t1 = parsedate_to_datetime(first.headers["date"]).timestamp()
+        t2 = parsedate_to_datetime(second.headers["date"]).timestamp()
+        assert t2 - t1 >= 2
+        assert abs(t2 - time.time()) < 2

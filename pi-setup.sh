@@ -250,9 +250,15 @@ install_pingr() {
 }
 
 # lgpio in the venv: the wheel, else a source build (see LGPIO_SPEC). Skipped when it imports.
+# Importing lgpio creates its notification FIFO (.lgd-nfy0) in LG_WD, else in the working
+# directory: a scratch directory, so the check leaves nothing behind.
 lgpio_version() {
-  "$VENV/bin/python" -c 'import importlib.metadata as m, lgpio; print(m.version("lgpio"))' \
-    2>/dev/null
+  local wd rc=0
+  wd=$(mktemp -d)
+  LG_WD=$wd "$VENV/bin/python" -c 'import importlib.metadata as m, lgpio; print(m.version("lgpio"))' \
+    2>/dev/null || rc=$?
+  rm -rf "$wd"
+  return "$rc"
 }
 
 install_gpio_library() {

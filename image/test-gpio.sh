@@ -179,7 +179,7 @@ EOF
   expect 4 "out lo" 10
   check 5 "out lo"
   check 3 "in lo"
-  levels "1. after boot (target up):"
+  levels "1. after boot (nothing down):"
   # 2. the target goes down: relay and lamp active.
   curl -fsS "http://127.0.0.1:$API_PORT/ping/$TOKEN/fail" >/dev/null
   expect 4 "out hi" 60
@@ -231,10 +231,20 @@ EOF
     "8. systemctl kill -s KILL pingr (+1 s):" "$(line 3)" "$(line 4)" "$(line 5)" "$(line 6)"
   say "   PL061 registers after the kill (read by QEMU): $after"
   check 6 "released"
+  # What the pin does electrically once released is the GPIO driver's business, not pingr's.
+  dead="falls to input"
+  if (( $(pl061 0x400) >> 6 & 1 )); then
+    dead="stays an output at level $(( $(pl061 0x3fc) >> 6 & 1 ))"
+    say "   NOT SHOWN BY THIS VM: the kernel released the dead-man line, but the PL061 still drives"
+    say "   it ($dead): its driver has no free hook that turns a released line back into an"
+    say "   input. The Pi's BCM283x pin controller under Debian's kernel has one; Raspberry Pi OS's"
+    say "   keeps outputs unless dtparam=strict_gpiod (hardware/README.md)."
+  fi
   # 9. systemd restarts it (Restart=on-failure) and the dead-man is energised again.
-  expect 6 "out hi" 120
+  expect 6 "out hi" 900   # a whole start of pingr: minutes under emulation on a busy host
   levels "9. restarted by systemd:"
-  say "PASS: relay, lamp, button and dead-man on PL061 lines through gpiozero + lgpio"
+  say "PASS: relay, lamp, button and dead-man on PL061 lines through gpiozero + lgpio;" \
+      "after SIGKILL the kernel released every line, and the PL061's dead-man line $dead"
   exit 0
 fi
 

@@ -4,10 +4,13 @@
 # Usage: sudo ./pi-setup.sh [OPTIONS]
 #
 # Installs the Debian packages pingr needs, creates the `pingr` user (in the `gpio` group),
-# a virtualenv in /opt/pingr/venv with pingr in it, /etc/pingr/pingr.yaml from the example
-# (only if absent: an existing config is never overwritten), the systemd unit and the sysctl
-# drop-in for unprivileged ping; then enables and starts the service, waits for
-# /api/v1/health, and prints the URL and the first admin API key.
+# a virtualenv in /opt/pingr/venv with pingr and lgpio (gpiozero's pin library: real relays
+# through /dev/gpiochip*) in it, the systemd units and the sysctl drop-in for unprivileged
+# ping. /etc/pingr/pingr.yaml, only if absent (an existing config is never overwritten), is
+# written by `pingr init` from this machine's real gateway and DNS servers (a loopback target
+# when it has none); in a chroot (an image build) pingr-init.service does that at the first
+# boot instead. Then it enables and starts the service, waits for /api/v1/health, and prints
+# the URL and the first admin API key.
 # Running it again changes nothing unless something differs. Supported: Raspberry Pi OS
 # Bookworm/Trixie and Debian 12/13, on arm64 and x86-64.
 #
@@ -34,11 +37,18 @@ CONF_DIR=/etc/pingr
 CONF=$CONF_DIR/pingr.yaml
 STATE_DIR=/var/lib/pingr
 UNIT=/etc/systemd/system/pingr.service
+INIT_UNIT=/etc/systemd/system/pingr-init.service
 SYSCTL=/etc/sysctl.d/99-pingr-ping.conf
 UDEV=/etc/udev/rules.d/60-pingr-gpio.rules
 CAPS_DROPIN=/etc/systemd/system/pingr.service.d/10-pingr-net-raw.conf
 HW_WATCHDOG=/etc/systemd/system.conf.d/pingr-hardware-watchdog.conf
 PACKAGES=(python3 python3-venv ca-certificates)
+# gpiozero's pin factory for every Pi up to the 5 (the kernel's GPIO character devices).
+# Debian has no python3-lgpio, and a venv cannot see Raspberry Pi OS's, so it goes into the venv:
+# PyPI's wheel where one exists (CPython 3.11 and 3.12 on arm64 and x86-64), otherwise built
+# from its source, which bundles the C library (PYPI=1), with these packages.
+LGPIO_SPEC="lgpio>=0.2.2"
+LGPIO_BUILD_PACKAGES=(swig gcc libc6-dev python3-dev)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC=""
@@ -239,18 +249,74 @@ install_pingr() {
   say "installed $("$VENV/bin/pingr" --version)"
 }
 
+# lgpio in the venv: the wheel, else a source build (see LGPIO_SPEC). Skipped when it imports.
+# Importing lgpio creates its notification FIFO (.lgd-nfy0) in LG_WD, else in the working
+# directory: a scratch directory, so the check leaves nothing behind.
+lgpio_version() {
+  local wd rc=0
+  wd=$(mktemp -d)
+  LG_WD=$wd "$VENV/bin/python" -c 'import importlib.metadata as m, lgpio; print(m.version("lgpio"))' \
+    2>/dev/null || rc=$?
+  rm -rf "$wd"
+  return "$rc"
+}
+
+install_gpio_library() {
+  local have log
+  if have=$(lgpio_version); then
+    say "lgpio $have is already installed in $VENV"
+    return 0
+  fi
+  log=$(mktemp)
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --only-binary=lgpio \
+       "$LGPIO_SPEC" >"$log" 2>&1; then
+    say "no lgpio wheel for $("$VENV/bin/python" -V) on $(uname -m): building it from source"
+    PACKAGES=("${LGPIO_BUILD_PACKAGES[@]}")
+    install_packages
+    if ! PYPI=1 "$VENV/bin/python" -m pip install --disable-pip-version-check \
+         --no-binary=lgpio "$LGPIO_SPEC" >"$log" 2>&1; then
+      tail -n 40 "$log" >&2
+      rm -f "$log"
+      die "pip could not install lgpio (log above); without it no relay can switch"
+    fi
+  fi
+  rm -f "$log"
+  have=$(lgpio_version) || die "lgpio was installed into $VENV but does not import"
+  say "installed lgpio $have (real GPIO through /dev/gpiochip*)"
+  CHANGED=1
+}
+
+# Prints the targets `pingr init` wrote, so the installer says what it will watch.
+show_targets() {
+  grep -E '^  - name:|^    host:|^  # No default' "$CONF" | sed 's/^ */    /' || true
+}
+
 install_config() {
   install -d -m 755 "$CONF_DIR"
   if [ -e "$CONF" ]; then
     say "keeping the existing $CONF"
-  elif [ -f "$HERE/pingr.example.yaml" ]; then
-    install -m 640 -g pingr "$HERE/pingr.example.yaml" "$CONF"
-    say "wrote $CONF from pingr.example.yaml: edit it, then 'systemctl restart pingr'"
+  elif in_chroot; then
+    # The image's (or chroot's) network is not the one the machine will have: the first boot's
+    # pingr-init.service writes it from the gateway and DNS servers found then.
+    say "no $CONF yet: pingr-init.service writes it at the first boot with 'pingr init', from" \
+        "the gateway and DNS servers the machine has then (loopback if none)"
+    return 0
+  elif systemd_running && have_systemctl; then
+    # The unit reads systemd-resolved's real DNS servers, not its 127.0.0.53 stub.
+    systemctl start pingr-init.service \
+      || { journalctl -u pingr-init.service -n 20 --no-pager >&2 || true
+           die "pingr-init.service could not write $CONF (log above)"; }
+    [ -e "$CONF" ] || die "pingr-init.service did not write $CONF"
+    say "wrote $CONF with 'pingr init' from this machine's gateway and DNS servers:"
+    show_targets
+    say "edit it, then 'systemctl restart pingr'"
   else
     "$VENV/bin/pingr" init "$CONF" >/dev/null
     chgrp pingr "$CONF"
     chmod 640 "$CONF"
-    say "wrote a starter $CONF ('pingr init'): edit it, then 'systemctl restart pingr'"
+    say "wrote $CONF with 'pingr init' from this machine's gateway and DNS servers:"
+    show_targets
+    say "edit it, then 'systemctl restart pingr'"
   fi
   if ! "$VENV/bin/pingr" check-config "$CONF" >/dev/null; then
     "$VENV/bin/pingr" check-config "$CONF" || true
@@ -292,6 +358,7 @@ EOF
 
 install_units() {
   put "$HERE/systemd/pingr.service" "$UNIT" 644 && CHANGED=1
+  put "$HERE/systemd/pingr-init.service" "$INIT_UNIT" 644 || true
   if [ -d /boot/firmware ] && [ -x /usr/local/lib/pingr/firstboot.sh ]; then
     put "$HERE/systemd/pingr-firstboot.service" /etc/systemd/system/pingr-firstboot.service 644 \
       || true
@@ -304,11 +371,14 @@ install_units() {
   # The unit's Documentation= points here.
   [ ! -f "$HERE/README.md" ] || put "$HERE/README.md" "$PREFIX/README.md" 644 || true
   sysctl_run daemon-reload
-  if have_systemctl && systemctl is-enabled pingr.service >/dev/null 2>&1; then
-    say "pingr.service is already enabled"
-  else
-    sysctl_run enable pingr.service
-  fi
+  local u
+  for u in pingr-init.service pingr.service; do
+    if have_systemctl && systemctl is-enabled "$u" >/dev/null 2>&1; then
+      say "$u is already enabled"
+    else
+      sysctl_run enable "$u"
+    fi
+  done
 }
 
 config_port() {
@@ -377,14 +447,14 @@ start_service() {
 uninstall() {
   if have_systemctl; then
     if systemd_running; then
-      systemctl disable --now pingr.service 2>/dev/null || true
+      systemctl disable --now pingr.service pingr-init.service 2>/dev/null || true
     else
-      systemctl disable pingr.service 2>/dev/null || true
+      systemctl disable pingr.service pingr-init.service 2>/dev/null || true
       say "skipped 'systemctl stop pingr': systemd is not running here (chroot/container)"
     fi
   fi
   local f
-  for f in "$UNIT" "$CAPS_DROPIN" "$SYSCTL" "$UDEV" "$HW_WATCHDOG" \
+  for f in "$UNIT" "$INIT_UNIT" "$CAPS_DROPIN" "$SYSCTL" "$UDEV" "$HW_WATCHDOG" \
            /etc/systemd/system/pingr-firstboot.service; do
     if [ -e "$f" ]; then rm -f "$f"; say "removed $f"; fi
   done
@@ -423,8 +493,9 @@ install_packages
 create_user
 install -d -m 755 "$PREFIX"
 install_pingr
-install_config
+install_gpio_library
 install_sysctl
 install_units
+install_config
 start_service
 say "done"

@@ -28,10 +28,15 @@ XZ=1
 SUITE=bookworm
 BOOT_MB=256
 # What the appliance needs, all from Debian (main + non-free-firmware for the Pi's firmware).
+# debootstrap installs PACKAGES; KERNEL_PACKAGES follow with apt while update-initramfs is
+# diverted to a no-op, so the initramfs is built exactly once, at the end (the kernel's postinst
+# and initramfs-tools' trigger would each build it, minutes apiece under emulation).
 PACKAGES=(systemd systemd-sysv systemd-timesyncd systemd-resolved udev dbus kmod
-          linux-image-arm64 raspi-firmware firmware-brcm80211 initramfs-tools zstd
-          iproute2 iputils-ping netbase wpasupplicant openssh-server ca-certificates
-          python3 python3-venv e2fsprogs fdisk dosfstools util-linux)
+          iproute2 iputils-ping netbase wpasupplicant wireless-regdb openssh-server
+          ca-certificates unattended-upgrades python3 python3-venv e2fsprogs fdisk dosfstools
+          util-linux)
+KERNEL_PACKAGES=(linux-image-arm64 raspi-firmware firmware-brcm80211 initramfs-tools zstd)
+SECURITY_MIRROR=http://deb.debian.org/debian-security
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,6 +57,8 @@ die() { echo "build: error: $*" >&2; exit 1; }
 # shellcheck source=/dev/null  # scripts/debian-lib.sh, checked on its own by the tests
 . "$(dirname "$0")/../scripts/debian-lib.sh"
 [ -n "$MIRROR" ] || MIRROR=$(first_mirror)
+# The security archive beside the mirror when that is a Debian one (.../debian -> ...-security).
+case "$MIRROR" in */debian|*/debian/) SECURITY_MIRROR=${MIRROR%/}-security ;; esac
 
 install_missing debootstrap qemu-user-static binfmt-support e2fsprogs dosfstools mtools fdisk xz-utils
 enable_aarch64_binfmt || die "the qemu-aarch64 binfmt handler is not registered"
@@ -64,14 +71,74 @@ mkdir -p "$WORK" "$OUT"
 BASE=$WORK/base
 ROOT=$WORK/root
 
+# in_dir DIR CMD...: CMD inside the arm64 root DIR, with a clean environment and /proc mounted
+# (maintainer scripts, ischroot and update-initramfs look there), unmounted again afterwards.
+MOUNTED=""
+# shellcheck disable=SC2317  # called by the EXIT trap
+unmount_proc() {
+  if [ -n "$MOUNTED" ]; then umount -l "$MOUNTED" 2>/dev/null || true; MOUNTED=""; fi
+}
+trap unmount_proc EXIT
+real_root() { case "$1" in ''|/|/.) die "refusing to use '$1' as the image root" ;; esac; }
+in_dir() {
+  local dir=$1 rc=0
+  shift
+  real_root "$dir"
+  [ -x "$dir/usr/bin/env" ] || die "$dir is not a Debian root"
+  mount -t proc proc "$dir/proc"
+  MOUNTED=$dir/proc
+  chroot "$dir" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+    LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@" || rc=$?
+  unmount_proc
+  return "$rc"
+}
+in_root() { in_dir "$ROOT" "$@"; }
+# The image's apt sources: the release, its point-release updates and its security archive.
+write_sources() {
+  real_root "$1"
+  printf '%s\n' "deb $MIRROR $SUITE main non-free-firmware" \
+    "deb $MIRROR $SUITE-updates main non-free-firmware" \
+    "deb $SECURITY_MIRROR $SUITE-security main non-free-firmware" > "$1/etc/apt/sources.list"
+}
+# apt_in DIR ARGS...: apt-get update, then apt-get ARGS, in DIR with this machine's DNS (the
+# image's resolv.conf is systemd-resolved's stub link, dangling in a chroot).
+apt_in() {
+  local dir=$1 resolv rc=0
+  shift
+  real_root "$dir"
+  resolv=$(readlink "$dir/etc/resolv.conf" || true)
+  rm -f "$dir/etc/resolv.conf"
+  cp -L /etc/resolv.conf "$dir/etc/resolv.conf"
+  in_dir "$dir" sh -c 'apt-get update -qq && apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"' \
+    apt "$@" || rc=$?
+  rm -f "$dir/etc/resolv.conf"
+  if [ -n "$resolv" ]; then ln -s "$resolv" "$dir/etc/resolv.conf"; fi
+  return "$rc"
+}
+# update-initramfs as a no-op while packages install (dpkg-divert keeps the real one aside).
+divert_initramfs() {
+  real_root "$1"
+  in_dir "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs
+  ln -s /bin/true "$1/usr/sbin/update-initramfs"
+}
+undivert_initramfs() {
+  real_root "$1"
+  rm -f "$1/usr/sbin/update-initramfs"
+  in_dir "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+}
+
 # ---------------------------------------------------------------- 1. the Debian base (cached)
-want="$SUITE $MIRROR ${PACKAGES[*]}"
+want="$SUITE $MIRROR $SECURITY_MIRROR ${PACKAGES[*]} + ${KERNEL_PACKAGES[*]} (initramfs diverted)"
 [ "$FRESH" -eq 0 ] || rm -rf --one-file-system "$BASE"
 if [ ! -f "$BASE/.pingr-base" ] || [ "$(cat "$BASE/.pingr-base")" != "$want" ]; then
   rm -rf --one-file-system "$BASE"
   say "debootstrap arm64 $SUITE from $MIRROR (emulated; this is the slow part)"
   debootstrap --arch=arm64 --variant=minbase --components=main,non-free-firmware \
     --include="$(IFS=,; echo "${PACKAGES[*]}")" "$SUITE" "$BASE" "$MIRROR"
+  write_sources "$BASE"
+  divert_initramfs "$BASE"
+  say "installing ${KERNEL_PACKAGES[*]} (the initramfs is built later, once)"
+  apt_in "$BASE" install --no-install-recommends "${KERNEL_PACKAGES[@]}"
   echo "$want" > "$BASE/.pingr-base"
   say "base ready after $(( $(date +%s) - start ))s"
 else
@@ -82,13 +149,24 @@ fi
 rm -rf --one-file-system "$ROOT"
 cp -a "$BASE" "$ROOT"
 rm -f "$ROOT/.pingr-base"
-in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-  LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
-
-cat > "$ROOT/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main non-free-firmware
-deb $MIRROR $SUITE-updates main non-free-firmware
-EOF
+write_sources "$ROOT"
+# Today's security and point-release updates, however old the cached base is.
+say "applying $SUITE-security and $SUITE-updates"
+apt_in "$ROOT" dist-upgrade --no-install-recommends
+# Only the newest kernel stays (an update may have brought a new ABI beside the old one).
+kver=$(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
+# shellcheck disable=SC2016  # dpkg-query's own ${...} format, not the shell's
+old=$(in_root dpkg-query -W -f='${Package} ${db:Status-Status}\n' 'linux-image-[0-9]*' \
+      | awk -v k="linux-image-$kver" '$2 == "installed" && $1 != k {print $1}')
+if [ -n "$old" ]; then
+  # shellcheck disable=SC2086  # one word per package
+  in_root apt-get purge -y -q $old
+fi
+rm -rf "$ROOT"/var/lib/apt/lists/*
+# Security updates keep coming after the card is flashed: unattended-upgrades installs the
+# security archive's updates daily (Debian's default origins: only $SUITE-security).
+printf '%s\n' 'APT::Periodic::Update-Package-Lists "1";' 'APT::Periodic::Unattended-Upgrade "1";' \
+  > "$ROOT/etc/apt/apt.conf.d/20auto-upgrades"
 echo pingr > "$ROOT/etc/hostname"
 cat > "$ROOT/etc/hosts" <<'EOF'
 127.0.0.1	localhost
@@ -106,21 +184,23 @@ rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT"/etc/ssh/ssh_host_*
 
 # Root filesystem by label in cmdline.txt; raspi-firmware's kernel hook writes config.txt,
 # cmdline.txt, the kernel, initrd and device trees into /boot/firmware (the FAT partition).
+# CONSOLES: "auto" probes for /dev/ttyS1 in this chroot, finds none and would leave the Pi with
+# an HDMI console only. ttyS1 is the header's serial port (GPIO14/15, the mini UART that
+# enable_uart=1 turns on) on the Pi 3, 4 and Zero 2 W under Debian's kernel; the last console
+# gets the boot log and the emergency shell.
 cat > "$ROOT/etc/default/raspi-firmware" <<'EOF'
 ROOTPART=LABEL=pingr-root
-CONSOLES="auto"
+CONSOLES="tty0 ttyS1,115200"
 EOF
-# The firmware blobs are already there (raspi-firmware's postinst); the hook rewrites
-# config.txt and cmdline.txt with the settings above.
-kver=$(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
-# Without /proc in the chroot, ischroot cannot tell and the hook would refuse (it wants a mounted
-# /boot/firmware outside chroots); we know this is one, so ischroot says so.
-mkdir -p "$ROOT/tmp/pingr-shim"
-printf '#!/bin/sh\nexec /usr/bin/ischroot --default-true "$@"\n' > "$ROOT/tmp/pingr-shim/ischroot"
-chmod 755 "$ROOT/tmp/pingr-shim/ischroot"
-in_root PATH=/tmp/pingr-shim:/usr/sbin:/usr/bin:/sbin:/bin DEB_MAINT_PARAMS=configure \
-  /etc/kernel/postinst.d/z50-raspi-firmware "$kver" "/boot/vmlinuz-$kver"
-rm -rf "$ROOT/tmp/pingr-shim"
+# raspi-firmware appends this file to config.txt each time it rewrites config.txt (every kernel
+# update); pingr-firstboot copies the card's lines of that section back into it at every boot,
+# so what a user adds there (gpio=...=op,dh for relays) survives kernel updates.
+install -m 644 "$HERE/raspi-firmware-custom" "$ROOT/etc/default/raspi-firmware-custom"
+# The one initramfs build. raspi-firmware's post-update hook then copies the kernel, initrd and
+# device trees to /boot/firmware and writes config.txt and cmdline.txt from the settings above.
+undivert_initramfs "$ROOT"
+say "building the initramfs for $kver (once)"
+in_root update-initramfs -c -k "$kver"
 grep -q 'root=LABEL=pingr-root' "$ROOT/boot/firmware/cmdline.txt" \
   || die "cmdline.txt does not name the root by label: $(cat "$ROOT/boot/firmware/cmdline.txt")"
 [ -f "$ROOT/boot/firmware/config.txt" ] || die "raspi-firmware wrote no config.txt"

@@ -127,6 +127,42 @@ apply_network() {
   log "static wired address $address${gateway:+ via $gateway}"
 }
 
+# raspi-firmware rewrites config.txt at every kernel update and appends
+# /etc/default/raspi-firmware-custom to it: copy the card's lines of that section back there, so
+# lines a user added on the card (gpio=...=op,dh for relays) survive the next rewrite.
+keep_config_txt() {
+  f=$BOOT/config.txt
+  marker="# Inserted by /etc/default/raspi-firmware-custom"
+  [ -f "$f" ] && grep -qxF "$marker" "$f" || return 0
+  tmp=$(mktemp)
+  tr -d '\r' < "$f" | sed -n "\|^$marker\$|,\$p" | sed 1d > "$tmp"
+  if cmp -s "$tmp" /etc/default/raspi-firmware-custom; then rm -f "$tmp"; return 0; fi
+  install -m 644 "$tmp" /etc/default/raspi-firmware-custom
+  rm -f "$tmp"
+  log "config.txt: your lines after '$marker' are kept across kernel updates"
+}
+
+# Wi-Fi firmware Debian does not ship (the Pi Zero 2 W's brcmfmac43436*): files put in
+# wifi-firmware/ on the card are installed into /lib/firmware/brcm, and the driver reloaded.
+apply_wifi_firmware() {
+  dir=$BOOT/wifi-firmware
+  [ -d "$dir" ] || return 0
+  new=0
+  for f in "$dir"/*; do
+    [ -f "$f" ] || continue
+    dest=/lib/firmware/brcm/$(basename "$f")
+    cmp -s "$f" "$dest" && continue
+    install -D -m 644 "$f" "$dest"
+    new=1
+    log "installed Wi-Fi firmware $(basename "$f")"
+  done
+  if [ "$new" -eq 1 ] && grep -q '^brcmfmac ' /proc/modules; then
+    if ! { modprobe -r brcmfmac 2>/dev/null && modprobe brcmfmac; }; then
+      log "reboot to load the new Wi-Fi firmware"
+    fi
+  fi
+}
+
 apply_ssh() {
   f=$BOOT/authorized_keys
   if [ -f "$f" ]; then
@@ -148,6 +184,8 @@ apply_ssh() {
 }
 
 grow_root
+keep_config_txt
+apply_wifi_firmware
 apply_hostname
 apply_network
 apply_wifi

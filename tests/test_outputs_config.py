@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from datetime import time as dtime
 from pathlib import Path
 
 import pytest
 
 from pingr.config import ConfigError, parse_config
-from pingr.outputs.backend import open_backend
+from pingr.outputs.backend import PinsUnavailable, open_backend
 from pingr.outputs.boards import board_names, load_board
 from pingr.outputs.config import (
     HardwareConfig,
@@ -184,28 +183,67 @@ async def test_player_writes_first_level_at_once_and_keeps_time():
     assert abs((writes[10][0] - writes[0][0]) - 0.5) < 0.04
 
 
-def test_backend_auto_is_mock_off_a_pi_and_says_so(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, "pingr.outputs.backend")
-    backend = open_backend("auto", model_file=tmp_path / "absent")
-    assert (backend.name, backend.real, backend.reason) == ("mock", False, "not a Raspberry Pi")
-    assert "MockFactory" in caplog.text
-    backend.close()
+def test_backend_auto_off_a_pi_refuses_instead_of_mocking(tmp_path):
+    """No silent MockFactory: off a Pi, `auto` is an error that names the cause and the fix."""
+    with pytest.raises(PinsUnavailable) as err:
+        open_backend("auto", model_file=tmp_path / "absent")
+    assert err.value.cause.startswith("not a Raspberry Pi (no ")
+    assert "hardware.backend: mock" in err.value.fix
+    assert err.value.cause in str(err.value) and err.value.fix in str(err.value)
     assert {"mock", "lgpio", "rpigpio", "native"} <= set(factory_names())
 
 
 def test_backend_auto_on_a_pi_tries_real_libraries(tmp_path):
     model = tmp_path / "model"
     model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\0")
-    backend = open_backend("auto", model_file=model)
     try:
-        if backend.real:
-            # A Pi, or a machine where a GPIO library opened a chip: the real thing.
-            assert backend.name in ("lgpio", "rpigpio", "pigpio", "native")
-        else:
-            assert backend.name == "mock" and backend.reason.startswith("no GPIO library: ")
-            assert "lgpio" in backend.reason
-    finally:
+        backend = open_backend("auto", model_file=model)
+    except PinsUnavailable as exc:
+        # Not really a Pi, or no library could open a chip: said, never mocked.
+        assert exc.cause.startswith("Raspberry Pi 4 Model B Rev 1.4: no GPIO library could open")
+        assert "lgpio: " in exc.cause and "native: " in exc.cause
+        assert exc.fix.endswith("set hardware.backend: mock")
+    else:
+        # A Pi, or a machine where a GPIO library opened a chip: the real thing.
+        assert backend.real and backend.name in ("lgpio", "rpigpio", "pigpio", "native")
         backend.close()
+
+
+def test_backend_failures_name_the_fix(tmp_path, monkeypatch):
+    from pingr.outputs import backend as mod
+
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 3 Model B Rev 1.2\0")
+
+    def no_lgpio(name, pwm_pins):
+        if name == "lgpio":
+            raise ModuleNotFoundError("No module named 'lgpio'")
+        raise PermissionError(13, "Permission denied", "/dev/gpiomem")
+
+    monkeypatch.setattr(mod, "_named", no_lgpio)
+    with pytest.raises(PinsUnavailable) as err:
+        open_backend("auto", model_file=model)
+    assert "lgpio: No module named 'lgpio'" in err.value.cause
+    assert "pip install lgpio" in err.value.fix and "DeviceAllow=char-gpiochip" in err.value.fix
+
+    def lgpio_fails(name, pwm_pins):
+        raise OSError("can not open gpiochip")
+
+    monkeypatch.setattr(mod, "_named", lgpio_fails)
+    # A named factory that cannot open is the same loud error, never a fallback.
+    with pytest.raises(PinsUnavailable) as err:
+        open_backend("lgpio", model_file=model)
+    assert err.value.cause == ("the configured pin factory lgpio could not open the pins "
+                               "(lgpio: can not open gpiochip)")
+    assert "pip install lgpio" not in err.value.fix
+    assert "/dev/gpiochip*" in err.value.fix
+
+
+def test_backend_mock_only_when_configured():
+    backend = open_backend("mock")
+    assert (backend.name, backend.real) == ("mock", False)
+    assert backend.reason == "mock pins: nothing physical switches"
+    backend.close()
 
 
 def test_backend_mock_gives_pwm_pins_only_where_needed():

@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SETUP = REPO / "pi-setup.sh"
 SCRIPTS = [SETUP, REPO / "image/build.sh", REPO / "image/firstboot.sh",
-           REPO / "image/test-boot.sh", REPO / "scripts/test-arm64.sh",
+           REPO / "image/test-boot.sh", REPO / "image/test-gpio.sh", REPO / "scripts/test-arm64.sh",
            REPO / "scripts/debian-lib.sh"]
 #: What pi-setup.sh needs from a checkout (the same list image/build.sh stages).
 CHECKOUT = ["pingr", "pyproject.toml", "README.md", "pingr.example.yaml", "pi-setup.sh", "systemd"]
@@ -184,18 +184,30 @@ def test_install_twice_then_uninstall_in_a_fresh_debian_root(debian_root):
     first = _setup(root)
     out = first.stdout + first.stderr
     assert first.returncode == 0, out
-    # Installed: packages, user in gpio, venv, config from the example, unit enabled.
+    # Installed: packages, user in gpio, venv, lgpio, units enabled.
     assert (root / "var/lib/dpkg/info/python3-venv.list").exists()
     assert "pingr" in _group_members(root, "gpio")
     version = subprocess.run(["chroot", str(root), "/opt/pingr/venv/bin/pingr", "--version"],
                              capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("pingr "), version.stderr
+    # gpiozero's pin library for real relays, in the venv (PyPI's wheel here).
+    assert "installed lgpio " in out
+    # (Importing lgpio makes its notification FIFO in LG_WD, else in the working directory.)
+    lgpio = subprocess.run(["chroot", str(root), "/usr/bin/env", "LG_WD=/tmp",
+                            "/opt/pingr/venv/bin/python", "-c",
+                            "import lgpio; print(hex(lgpio.LGPIO_PY_VERSION))"],
+                           capture_output=True, text=True, timeout=60)
+    assert lgpio.returncode == 0 and lgpio.stdout.strip() == "0x20200", lgpio.stderr
+    # No made-up example targets: in a chroot (an image build) the config is left to the first
+    # boot, where pingr-init.service runs `pingr init` on the machine's real network.
     conf = root / "etc/pingr/pingr.yaml"
-    assert conf.read_text() == (root / "srv/pingr/pingr.example.yaml").read_text()
-    assert (root / "etc/systemd/system/pingr.service").read_text() == \
-        (root / "srv/pingr/systemd/pingr.service").read_text()
+    assert not conf.exists()
+    assert "pingr-init.service writes it at the first boot" in out
+    for unit in ("pingr.service", "pingr-init.service"):
+        assert (root / "etc/systemd/system" / unit).read_text() == \
+            (root / "srv/pingr/systemd" / unit).read_text()
+        assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
     wants = root / "etc/systemd/system/multi-user.target.wants/pingr.service"
-    assert wants.is_symlink()
     gid = next(line.split(":")[2] for line in (root / "etc/group").read_text().splitlines()
                if line.startswith("pingr:"))
     sysctl = (root / "etc/sysctl.d/99-pingr-ping.conf").read_text()
@@ -204,15 +216,23 @@ def test_install_twice_then_uninstall_in_a_fresh_debian_root(debian_root):
     assert "skipped 'systemctl start pingr.service'" in out
     assert "skipped applying /etc/sysctl.d/99-pingr-ping.conf" in out
 
-    # The user's edits survive, and a second run changes nothing at all.
-    conf.write_text(conf.read_text() + "# my own edit\n")
+    # A second run changes nothing at all.
     watched = ["etc", "opt", "usr/local", "var/lib/pingr", "srv"]
     before = _tree(root, watched)
     second = _setup(root)
     assert second.returncode == 0, second.stdout + second.stderr
     assert _tree(root, watched) == before
     assert "wrote" not in second.stdout and "created" not in second.stdout, second.stdout
-    assert "already installed" in second.stdout
+    assert "installed lgpio" not in second.stdout, second.stdout
+    assert "already installed" in second.stdout and "lgpio " in second.stdout
+
+    # A config of the user's own is kept as it is, and nothing else changes either.
+    conf.write_text((root / "srv/pingr/pingr.example.yaml").read_text() + "# my own edit\n")
+    before = _tree(root, watched)
+    third = _setup(root)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "keeping the existing /etc/pingr/pingr.yaml" in third.stdout
+    assert _tree(root, watched) == before
     assert conf.read_text().endswith("# my own edit\n")
 
     # Booted with systemd as PID 1 (a container with only a loopback network), the same script
@@ -248,6 +268,16 @@ def test_install_twice_then_uninstall_in_a_fresh_debian_root(debian_root):
         assert _show(run, "MainPID")["MainPID"] != pid
         assert "Watchdog timeout" in run("journalctl -u pingr --no-pager").stdout
         dropin.unlink()
+        # Without a config, pingr-init.service writes one from `pingr init` (this container has
+        # no gateway: its DNS servers, or the loopback target), never the example's addresses.
+        assert run("mv /etc/pingr/pingr.yaml /etc/pingr/mine.yaml").returncode == 0
+        init = run("systemctl start pingr-init.service && journalctl -u pingr-init --no-pager")
+        assert init.returncode == 0, init.stdout + init.stderr
+        assert "pingr-init: wrote /etc/pingr/pingr.yaml" in init.stdout, init.stdout
+        written = conf.read_text()
+        assert "written by `pingr init`" in written and "192.168.1.1\n" not in written
+        assert run("/opt/pingr/venv/bin/pingr check-config /etc/pingr/pingr.yaml").returncode == 0
+        assert run("mv /etc/pingr/mine.yaml /etc/pingr/pingr.yaml").returncode == 0
         # Uninstalling under systemd stops the service.
         gone = run("/srv/pingr/pi-setup.sh --uninstall")
         assert gone.returncode == 0, gone.stdout + gone.stderr

@@ -181,7 +181,8 @@ def _verify_root(tmp_path: Path) -> Path:
     (root / "etc/systemd/system").mkdir(parents=True)
     for unit in UNITS.glob("*.service"):
         shutil.copy(unit, root / "etc/systemd/system" / unit.name)
-    for exe in ("opt/pingr/venv/bin/pingr", "usr/local/lib/pingr/firstboot.sh", "bin/kill"):
+    for exe in ("opt/pingr/venv/bin/pingr", "usr/local/lib/pingr/firstboot.sh", "bin/kill",
+                "usr/bin/chgrp", "usr/bin/chmod", "usr/bin/echo", "usr/bin/grep"):
         path = root / exe
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")

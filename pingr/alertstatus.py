@@ -58,6 +58,9 @@ def _tail(snap: Snapshot) -> dict[str, Any]:
         out["silenced"] = list(snap.silenced)
     if snap.unreachable:
         out["unreachable"] = list(snap.unreachable)
+    if snap.problems:
+        # The appliance runs degraded (e.g. its relays cannot switch): said, never hidden.
+        out["degraded"] = list(snap.problems)
     return out
 
 
@@ -70,7 +73,7 @@ def body(snap: Snapshot, generated: float | None = None) -> dict[str, Any]:
 def situation(snap: Snapshot) -> tuple[Any, ...]:
     """What a poller acts on: everything in the body but the counters and the timestamp."""
     return (snap.alert, tuple((f.name, f.status, f.threshold) for f in snap.failing),
-            snap.stale, snap.acknowledged, snap.silenced, snap.unreachable)
+            snap.stale, snap.acknowledged, snap.silenced, snap.unreachable, snap.problems)
 
 
 def etag(snap: Snapshot) -> str:

@@ -206,6 +206,7 @@ class App:
         self._apply(self.monitor.resolve_orphans())
         # The lamp test sounds at a clean start only: after a crash-restart it would be noise.
         await self.outputs.start(self.monitor.snapshot(), lamp_test=self.lock.previous_clean)
+        self._check_problems()  # e.g. real pins that cannot be opened: degraded, loudly
         if self.mqtt is not None:
             self.mqtt.start(self.config.host, self.port)
         self.liveness.probing_started()
@@ -277,6 +278,7 @@ class App:
             if self.mqtt is not None:
                 self.mqtt.outputs = self.outputs
             self._outputs_changed()
+            self._check_problems()
         if new.notify != old.notify:
             await self.notifier.set_channels(new.notify)
         if new.alerts.thresholds != old.alerts.thresholds:
@@ -399,7 +401,14 @@ class App:
         change = self.monitor.set_liveness(verdict.stale, verdict.healthy)
         if change is not None:
             self._apply(change)
+        self._check_problems()
         return verdict
+
+    def _check_problems(self) -> None:
+        """Degraded or not: alert-status, /health, MQTT and the tower say so (one value)."""
+        change = self.monitor.set_problems(self.problems())
+        if change is not None:
+            self._apply(change)
 
     async def _watch(self) -> None:
         """Re-check liveness when it can change, and ping systemd's watchdog while healthy."""

@@ -230,7 +230,7 @@ def cmd_gpio_test(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pingr: --duration: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(gpio_test(config.hardware, args.name, duration))
+    return asyncio.run(gpio_test(config.hardware, args.name, duration, mock=args.mock))
 
 
 def _port_arg(text: str) -> int:
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     gtest.add_argument("--config", "-c", help="config file (default: $PINGR_CONFIG)")
     gtest.add_argument("--duration", help="how long each output stays on, e.g. 3s "
                        "(default: hardware.lamp_test.duration)")
+    gtest.add_argument("--mock", action="store_true", help="simulated pins (gpiozero's "
+                       "MockFactory): check a config off the Pi; nothing physical switches")
     gtest.set_defaults(func=cmd_gpio_test)
     return parser
 

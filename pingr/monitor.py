@@ -76,6 +76,9 @@ class Snapshot:
     #: The appliance itself works: probes finish on time (pingr.liveness); drives the dead-man
     #: output and the systemd watchdog.
     healthy: bool = True
+    #: What keeps the appliance from its whole job while it goes on (GPIO outputs that cannot
+    #: switch, storage that cannot be written), in the user's words: it runs degraded.
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class Monitor:
         self.last_result_ms: int | None = None
         self._stale = False
         self._healthy = True
+        self._problems: tuple[str, ...] = ()
         self._version = 0
         self._changed_ms = clock_ms()
         self._snapshot: Snapshot | None = None
@@ -411,6 +415,19 @@ class Monitor:
 
     # ------------------------------------------------------------------ liveness, silences
 
+    def set_problems(self, problems: tuple[str, ...]) -> Change | None:
+        """Take what keeps the appliance from its whole job (the App collects it)."""
+        if problems == self._problems:
+            return None
+        for problem in problems:
+            if problem not in self._problems:
+                log.error("pingr runs DEGRADED: %s", problem)
+        if not problems:
+            log.info("pingr is no longer degraded")
+        self._problems = problems
+        self._touch()
+        return Change(situation=True)
+
     def set_liveness(self, stale: bool, healthy: bool) -> Change | None:
         """Take the appliance's liveness (pingr.liveness computes it once a second)."""
         if stale == self._stale and healthy == self._healthy:
@@ -480,5 +497,6 @@ class Monitor:
             tags=tags,
             silenced=tuple(silenced),
             healthy=self._healthy,
+            problems=self._problems,
         )
         return self._snapshot

@@ -167,11 +167,11 @@ async def test_discovery_state_on_change_and_acknowledge(tmp_path, broker, recor
         target_topic = f"{base}/target/{web}"
         await recorder.wait(target_topic, lambda p: json.loads(p)["state"] == "up")
         # Discovery includes the configuration URL once the API port is known.
-        # One entity per monitored target (collectors' thresholds too) plus the fixed three.
+        # One entity per monitored target (collectors' thresholds too) plus the fixed four.
         await run_wait_discovery(run, recorder, "testpi")
         await run.wait_for(lambda: all("configuration_url" in c["device"]
                                        for c in discovery(recorder, "testpi").values()))
-        n = 3 + len(list(run.app.monitor.states()))
+        n = 4 + len(list(run.app.monitor.states()))
         configs = discovery(recorder, "testpi")
         platforms = [check_discovery(t, c, "testpi", base) for t, c in configs.items()]
         assert sorted(set(platforms)) == ["binary_sensor", "button", "sensor"]
@@ -183,6 +183,14 @@ async def test_discovery_state_on_change_and_acknowledge(tmp_path, broker, recor
         ack_cfg = configs["homeassistant/button/testpi/acknowledge/config"]
         assert ack_cfg["name"] == "Acknowledge all"
         count_cfg = configs["homeassistant/sensor/testpi/failing_count/config"]
+        # The appliance itself is an entity too: a problem while degraded, unhealthy or stale.
+        appliance_cfg = configs["homeassistant/binary_sensor/testpi/appliance/config"]
+        assert appliance_cfg["device_class"] == "problem"
+        appliance = json.loads(await recorder.wait(f"{base}/appliance"))
+        assert appliance == {"problem": False, "degraded": False, "problems": [],
+                             "healthy": True, "stale": False}
+        assert render(appliance_cfg["value_template"], appliance) == "OFF"
+        assert render(appliance_cfg["value_template"], {**appliance, "problem": True}) == "ON"
         assert len({c["unique_id"] for c in configs.values()}) == n
 
         # Healthy probes keep coming; the retained state is not republished for each one.
@@ -314,9 +322,9 @@ async def test_node_ids_never_collide(tmp_path, broker, recorder, target_server)
 
 
 async def run_wait_discovery(run: Any, recorder: Recorder, node: str) -> None:
-    """Until every entity of `node` is discovered: the fixed three and one per target."""
+    """Until every entity of `node` is discovered: the fixed four and one per target."""
     await run.wait_for(
-        lambda: len(discovery(recorder, node)) == 3 + len(list(run.app.monitor.states())))
+        lambda: len(discovery(recorder, node)) == 4 + len(list(run.app.monitor.states())))
 
 
 async def test_broker_restart_and_outage_never_delay_the_api(tmp_path, broker, target_server):
@@ -430,7 +438,7 @@ async def test_siren_and_lamp_test_through_the_outputs(tmp_path, broker, recorde
         mgr = run.app.outputs
         pin = mgr.backend.factory.pin
         await run.wait_for(lambda: len(discovery(recorder, "testpi")) ==
-                           5 + len(list(run.app.monitor.states())))
+                           6 + len(list(run.app.monitor.states())))
         await run.wait_for(lambda: all("configuration_url" in c["device"]
                                        for c in discovery(recorder, "testpi").values()))
         configs = discovery(recorder, "testpi")

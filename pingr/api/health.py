@@ -33,7 +33,8 @@ async def health(response: Response, app=Depends(get_app)) -> HealthOut:
         response.status_code = 503
     since = None if last is None else max(0, (app.clock_ms() - last) // 1000)
     return HealthOut(
-        ok=ok, db=db, db_error=db_error, healthy=h.healthy, problems=list(h.problems),
+        ok=ok, db=db, db_error=db_error, healthy=h.healthy, degraded=bool(h.problems),
+        problems=list(h.problems),
         warnings=list(app.config.warnings()), enabled_targets=h.enabled_targets,
         last_result_ts=ts(last), seconds_since_last_result=since, stale=h.stale,
         version=__version__, uptime_seconds=h.uptime_seconds,

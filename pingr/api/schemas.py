@@ -178,6 +178,8 @@ class HealthOut(BaseModel):
                                  "that query; null when none")
     healthy: bool = Field(description="probes finish on time (the dead-man output and the "
                           "systemd watchdog follow this)")
+    degraded: bool = Field(description="true while a problem keeps the appliance from its "
+                           "whole job (it runs on, and says so)")
     problems: list[str] = Field(description="what keeps the appliance from its whole job "
                                 "(e.g. GPIO outputs that cannot switch); empty when none")
     warnings: list[str] = Field(description="settings that work but should change (e.g. a "

@@ -82,6 +82,14 @@ def messages(device: Device, targets: Iterable[Target],
         device.config_topic("button", "acknowledge"): device.entity(
             "acknowledge", "Acknowledge all", command_topic=device.topic("cmd", "ack"),
             payload_press="PRESS", icon="mdi:check-all"),
+        # The appliance itself: degraded (relays that cannot switch, storage that cannot be
+        # written), unhealthy or stale. A problem entity, so it shows in HA's repairs views.
+        device.config_topic("binary_sensor", "appliance"): device.entity(
+            "appliance", "Appliance problem", device_class="problem",
+            state_topic=device.topic("appliance"),
+            value_template="{{ 'ON' if value_json.problem else 'OFF' }}",
+            payload_on="ON", payload_off="OFF", json_attributes_topic=device.topic("appliance"),
+            entity_category="diagnostic"),
     }
     for target in targets:
         oid = f"target_{safe(target.id)}"

@@ -115,7 +115,16 @@ class Mqtt:
                 self._target_state(state.target.id)
             self._discovery()
         self._alert_state()
+        self._appliance_state()
         self.outputs_changed()
+
+    def _appliance_state(self) -> None:
+        """Is the appliance itself in trouble? (degraded, unhealthy or stale)"""
+        snap = self.monitor.snapshot()
+        payload = {"problem": bool(snap.problems) or snap.stale or not snap.healthy,
+                   "degraded": bool(snap.problems), "problems": list(snap.problems),
+                   "healthy": snap.healthy, "stale": snap.stale}
+        self.link.put(self.topic("appliance"), json.dumps(payload))
 
     def on_result(self, target: Target, result: Result) -> None:
         """A result: its target's counters (and, while a target is new, its entity)."""
@@ -125,6 +134,7 @@ class Mqtt:
     def sync(self) -> None:
         """Bring every wanted retained message up to date (publishes only differences)."""
         self._alert_state()
+        self._appliance_state()
         known = set()
         for state in self.monitor.states():
             known.add(state.target.id)

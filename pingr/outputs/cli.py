@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pingr.outputs.backend import open_backend
+from pingr.outputs.backend import PinsUnavailable, open_backend
 from pingr.outputs.config import HardwareConfig
 from pingr.outputs.devices import Output, build_outputs
 
@@ -22,8 +22,12 @@ def _describe(out: Output) -> str:
 
 async def gpio_test(hw: HardwareConfig, name: str | None, duration: float | None,
                     say: Callable[[str], Any] = print,
-                    warn: Callable[[str], Any] = lambda m: print(m, file=sys.stderr)) -> int:
-    """Run each output's lamp test (or the named one's) one after another; 0 when all ran."""
+                    warn: Callable[[str], Any] = lambda m: print(m, file=sys.stderr),
+                    mock: bool = False) -> int:
+    """Run each output's lamp test (or the named one's) one after another; 0 when all ran.
+
+    `mock` runs them on gpiozero's simulated pins (to check a config off the Pi); otherwise
+    real pins or a clear error, never a silent simulation."""
     if not hw.outputs:
         warn("pingr: no outputs under hardware.outputs in this config")
         return 1
@@ -32,7 +36,11 @@ async def gpio_test(hw: HardwareConfig, name: str | None, duration: float | None
         warn(f"pingr: no output named {name!r}; outputs: {', '.join(o.name for o in hw.outputs)}")
         return 1
     seconds = duration if duration is not None else hw.lamp_test.duration
-    backend = open_backend(hw.backend, hw.pwm_pins())
+    try:
+        backend = open_backend("mock" if mock else hw.backend, hw.pwm_pins())
+    except PinsUnavailable as exc:
+        warn(f"pingr: {exc}\n(`pingr gpio test --mock` runs the test on simulated pins)")
+        return 1
     say(f"backend: {backend.name} ({backend.reason})")
     try:
         outputs = build_outputs(chosen, backend.factory)

@@ -88,7 +88,7 @@ def test_idle_sockets_cannot_exhaust_descriptors(tmp_path: Path):
         body = r.json()
         assert body["alert"] is False and body["failing_count"] == 0, body
         [lan] = [t for t in httpx.get(base + "/api/v1/targets", headers=headers,
-                                      timeout=5).json() if t["name"] == "lan"]
+                                      timeout=5).json()["items"] if t["name"] == "lan"]
         assert lan["status"] == "up" and lan["consecutive_failures"] == 0, lan
         fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
         assert fds < 200, f"{fds} descriptors open"

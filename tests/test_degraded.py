@@ -70,7 +70,7 @@ async def test_start_on_a_full_disk_runs_degraded_and_catches_up(tmp_path):
             status = (await run.client.get("/api/v1/alert-status")).json()
             assert status["alert"] is True and status["failing_targets"][0]["name"] == "svc"
             tid = next(iter(run.app.targets))
-            results = (await run.client.get(f"/api/v1/targets/{tid}/results")).json()
+            results = (await run.client.get(f"/api/v1/targets/{tid}/results")).json()["items"]
             assert results and results[0]["success"] is False
             r = await run.client.post("/api/v1/targets", json={
                 "name": "made-while-full", "type": "tcp", "host": "127.0.0.1", "port": 9})
@@ -83,7 +83,8 @@ async def test_start_on_a_full_disk_runs_degraded_and_catches_up(tmp_path):
             assert health.json()["problems"] == [] and health.status_code == 200
         # What happened while full is in the file now.
         async with running_app(cfg) as run:
-            names = {t["name"] for t in (await run.client.get("/api/v1/targets")).json()}
+            names = {t["name"] for t in
+                     (await run.client.get("/api/v1/targets")).json()["items"]}
             assert names == {"svc", "made-while-full"}
             alerts = (await run.client.get("/api/v1/alerts")).json()
             assert alerts and alerts[0]["target_name"] == "svc"
@@ -123,6 +124,6 @@ async def test_pingr_never_writes_below_the_free_space_floor(tmp_path):
             assert shutil.disk_usage(disk).free > 600 * 1024
             # Results wait in memory and are still read.
             tid = next(iter(run.app.targets))
-            assert (await run.client.get(f"/api/v1/targets/{tid}/results")).json()
+            assert (await run.client.get(f"/api/v1/targets/{tid}/results")).json()["items"]
             (disk / "filler").unlink()
             await run.wait_for(lambda: store.commits > 0, timeout=10)

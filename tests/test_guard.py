@@ -7,6 +7,7 @@ import json
 
 import httpx
 
+from pingr.api.deps import error_body
 from tests.conftest import ADMIN_KEY, make_config, running_app
 
 
@@ -57,19 +58,19 @@ async def test_keyless_big_body_is_refused_before_it_is_read(tmp_path):
                 b"Content-Length: 10485760\r\n\r\n")
         answer = await _raw(run.app.port, head, b'{"name": "x", ', wait=3)
         assert _status(answer) == 401
-        assert _json(answer) == {"detail": "Missing API key in x-api-key header"}
+        assert _json(answer) == error_body("Missing API key in x-api-key header")
         answer = await _raw(run.app.port, head.replace(b"Host: x", b"Host: x\r\nx-api-key: nope"),
                             wait=3)
         assert _status(answer) == 401
-        assert _json(answer) == {"detail": "Invalid or disabled API key"}
+        assert _json(answer) == error_body("Invalid or disabled API key")
         # With the key, the size alone refuses it: 413, still unread.
         answer = await _raw(run.app.port, head.replace(b"Host: x", b"Host: x\r\nx-api-key: "
                                                        + ADMIN_KEY.encode()), wait=3)
         assert _status(answer) == 413
-        assert _json(answer) == {"detail": "Request body too large: at most 65536 bytes"}
+        assert _json(answer) == error_body("Request body too large: at most 65536 bytes")
         # The refused requests changed nothing, and the API still answers.
         r = await run.client.get("/api/v1/targets")
-        assert r.status_code == 200 and "x" not in [t["name"] for t in r.json()]
+        assert r.status_code == 200 and "x" not in [t["name"] for t in r.json()["items"]]
 
 
 async def test_chunked_body_past_the_limit_is_refused(tmp_path):
@@ -81,7 +82,7 @@ async def test_chunked_body_past_the_limit_is_refused(tmp_path):
         body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(3))
         answer = await _raw(run.app.port, head, body, wait=3)  # never the last chunk
         assert _status(answer) == 413
-        assert _json(answer) == {"detail": "Request body too large: at most 2048 bytes"}
+        assert _json(answer) == error_body("Request body too large: at most 2048 bytes")
         # Under the limit a body is read as before.
         r = await run.client.post("/api/v1/targets", json={"name": "small", "type": "icmp",
                                                            "host": "127.0.0.1"})
@@ -94,7 +95,7 @@ async def test_deep_json_is_a_400_not_a_500(tmp_path):
             r = await run.client.post("/api/v1/targets", content=body,
                                       headers={"content-type": "application/json"})
             assert r.status_code == 400, r.text
-            assert r.json() == {"detail": "JSON body nested deeper than 32 levels"}
+            assert r.json() == error_body("JSON body nested deeper than 32 levels")
         # Brackets inside strings do not count.
         r = await run.client.post("/api/v1/targets", json={
             "name": "[[[[" * 20, "type": "icmp", "host": "127.0.0.1"})

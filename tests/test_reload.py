@@ -59,9 +59,9 @@ def test_sighup_applies_a_valid_config_and_refuses_an_invalid_one(tmp_path: Path
         path.write_text(yaml.safe_dump(cfg))
         proc.send_signal(signal.SIGHUP)
         _wait(lambda: {"gone", "self"} <= {t["name"] for t in httpx.get(
-            f"{base}/targets", headers=h).json()})
+            f"{base}/targets", headers=h).json()["items"]})
         _wait(lambda: any(t["name"] == "self" and t["status"] == "up" for t in httpx.get(
-            f"{base}/targets", headers=h).json()))
+            f"{base}/targets", headers=h).json()["items"]))
         open_now = httpx.get(f"{base}/alerts?state=open", headers=h).json()
         assert [a["id"] for a in open_now] == [alert["id"]]
         assert proc.poll() is None
@@ -75,7 +75,7 @@ def test_sighup_applies_a_valid_config_and_refuses_an_invalid_one(tmp_path: Path
         assert "targets[0].host: Field required" in text
         time.sleep(1)
         assert proc.poll() is None
-        names = {t["name"] for t in httpx.get(f"{base}/targets", headers=h).json()}
+        names = {t["name"] for t in httpx.get(f"{base}/targets", headers=h).json()["items"]}
         assert names == {"gone", "self"}
         assert httpx.get(f"{base}/alert-status", headers=h).status_code == 200
     finally:

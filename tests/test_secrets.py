@@ -40,7 +40,7 @@ async def test_read_keys_see_no_credentials(tmp_path, target_server, caplog):
         for key in (read, operate):
             async with httpx.AsyncClient(base_url=run.base, headers={"x-api-key": key}) as c:
                 listed = (await c.get("/api/v1/targets")).text
-                [one] = (await c.get("/api/v1/targets")).json()
+                [one] = (await c.get("/api/v1/targets")).json()["items"]
                 single = (await c.get(f"/api/v1/targets/{one['id']}")).text
                 for secret in SECRETS:
                     assert secret not in listed and secret not in single, secret
@@ -48,7 +48,7 @@ async def test_read_keys_see_no_credentials(tmp_path, target_server, caplog):
                 assert one["headers"] == {"Authorization": "****", "x-api-key": "****",
                                           "X-Plain": "hello"}
         # The admin sees what it configured, to edit it.
-        [full] = (await run.client.get("/api/v1/targets")).json()
+        [full] = (await run.client.get("/api/v1/targets")).json()["items"]
         assert full["url"] == url and full["headers"]["x-api-key"] == ADMIN_KEY
         channels = (await run.client.get("/api/v1/channels")).text
         assert "ntfytopic9" not in channels

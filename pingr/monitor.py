@@ -125,9 +125,15 @@ class Monitor:
     """Turns results into state changes. All methods run on the event loop thread."""
 
     def __init__(self, *, silenced: Callable[[Target], bool] = lambda target: False,
+                 held: Callable[[Target], str | None] = lambda target: None,
                  clock_ms: Callable[[], int] = now_ms) -> None:
         #: Is this target muted by a silence right now? (pingr.silence.Silences.is_silenced)
         self.silenced = silenced
+        #: Why this target's failure is for something outside the monitor to decide right now,
+        #: or None (pingr.fleet: a shared check waits for its quorum; this node's own uplink is
+        #: down). Asked when a target reaches its threshold: such a target is unreachable, like
+        #: a child behind a parent that is down: visible, but no alert of its own.
+        self.held = held
         self.clock_ms = clock_ms
         self._states: dict[str, TargetState] = {}
         self._by_name: dict[str, str] = {}
@@ -292,9 +298,9 @@ class Monitor:
             state.failures += 1
             state.successes = 0
             if state.failures >= spec.failure_threshold and old not in (DOWN, UNREACHABLE):
-                self._change(step, state, UNREACHABLE if self._parent_down(state) else DOWN,
+                self._change(step, state, UNREACHABLE if self._explained(state) else DOWN,
                              result)
-            elif old == UNREACHABLE and not self._parent_down(state):
+            elif old == UNREACHABLE and not self._explained(state):
                 self._change(step, state, DOWN, result)
             else:
                 if state.failures == 1 and old == UP:
@@ -313,6 +319,12 @@ class Monitor:
             return False
         parent = self._states.get(self._by_name.get(parent_name, ""))
         return parent is not None and parent.status in (DOWN, UNREACHABLE)
+
+    def _explained(self, state: TargetState) -> str | None:
+        """Why a failing target is unreachable rather than down, or None."""
+        if self._parent_down(state):
+            return f"its parent {state.target.spec.depends_on} is down"
+        return self.held(state.target)
 
     def _change(self, step: _Step, state: TargetState, new: str, result: Result | None) -> None:
         old, ts = state.status, self.clock_ms()
@@ -336,8 +348,8 @@ class Monitor:
             if state.alert is not None:  # it went down first: its parent explains it now
                 alert = self._resolve(step, state.alert, ts)
                 state.alert = None
-            log.info("%s is unreachable (its parent %s is down)", target.name,
-                     target.spec.depends_on)
+            log.info("%s is unreachable (%s)", target.name,
+                     self._explained(state) or "its parent is down")
         step.situation = True
         self._touch()
         if old == PENDING and new == UP:
@@ -365,6 +377,19 @@ class Monitor:
         resolved = alert.copy(resolved_at=ts)
         step.flip(resolved)
         return resolved
+
+    def reconsider(self) -> Change:
+        """What `held` answers changed (pingr.fleet: this node's uplink went down): a target
+        that is down and now held becomes unreachable, and its alert closes.
+
+        The other way needs no call: a held target that is not held any more goes down at
+        its next failure, as a child does once its parent is back.
+        """
+        step = _Step()
+        for state in list(self._states.values()):
+            if state.target.enabled and state.status == DOWN and self._explained(state):
+                self._change(step, state, UNREACHABLE, state.last)
+        return step.done()
 
     # ------------------------------------------------------------------ acknowledgements
 

@@ -12,7 +12,11 @@ The flow, in the order a reader follows it:
                         notifier.on_change(change)        apprise, queue, cooldown (pingr.notify)
                         events.on_change(change)          SSE (pingr.events)
                         mqtt.update(change)               Home Assistant state (pingr.mqtt)
+                        fleet.update(change)              our state to the fleet (pingr.fleet)
                         webhooks.on_change(change)        signed POSTs (pingr.webhooks)
+                     fleet.observe()                      after a local change: shared-check
+                                                          votes, "is it me?" (its verdicts come
+                                                          back as findings, like a collector's)
 
 Nothing re-enters the monitor from inside the fan-out; buttons and MQTT commands arrive on the
 loop as calls of the App's own methods, like API requests.
@@ -42,6 +46,8 @@ from pingr.collectors.thresholds import HostCollector
 from pingr.config import Config, check_dependencies, default_targets
 from pingr.configbase import TargetBase
 from pingr.events import EventBroker
+from pingr.fleet.config import FLEET_SOURCE
+from pingr.fleet.member import Fleet
 from pingr.heartbeat import Heartbeats
 from pingr.instance import InstanceLock
 from pingr.keys import KeyRing, create_key, hash_key
@@ -123,7 +129,11 @@ class App:
         self.write_meter = WriteMeter()
         self.targets: dict[str, Target] = {}
         self.silences = Silences(self.store, clock_ms, on_edge=self._silence_edge)
-        self.monitor = Monitor(silenced=self.silences.is_silenced, clock_ms=clock_ms)
+        self.monitor = Monitor(silenced=self.silences.is_silenced, held=self._held,
+                               clock_ms=clock_ms)
+        self.fleet = (Fleet(config.fleet, config.mqtt, states=self.monitor.states,
+                            snapshot=self.monitor.snapshot, submit=self._fleet_submit,
+                            clock_ms=clock_ms) if config.fleet.enabled else None)
         self.alert_status = AlertStatus()
         self.ctx = ProbeContext(clock_ms=clock_ms)
         self.scheduler = Scheduler(self.on_result, self.ctx,
@@ -197,11 +207,17 @@ class App:
         self.apply_findings(await self.host.collect())
         if self.docker is not None:
             await self.docker.start([a.target_id for a in self.store.open_alerts()])
+        if self.fleet is not None:
+            self.apply_findings(self.fleet.adopt([a.target_id for a in self.store.open_alerts()]))
+            # Shared checks are the fleet's to decide, also those that were down at the stop.
+            self._apply(self.monitor.reconsider())
         self._apply(self.monitor.resolve_orphans())
         # The lamp test sounds at a clean start only: after a crash-restart it would be noise.
         await self.outputs.start(self.monitor.snapshot(), lamp_test=self.lock.previous_clean)
         if self.mqtt is not None:
             self.mqtt.start(self.config.host, self.port)
+        if self.fleet is not None:
+            self.fleet.start()
         self.liveness.probing_started()
         for target in targets:
             self.scheduler.set(target)
@@ -211,6 +227,10 @@ class App:
         if self.docker is not None:
             self.scheduler.set_job("docker", self.config.docker.resync, COLLECTOR_TIMEOUT,
                                    self.docker.resync, first_delay=self.config.docker.resync)
+        if self.fleet is not None:
+            tick = self.fleet.tick_seconds
+            self.scheduler.set_job("fleet", tick, COLLECTOR_TIMEOUT, self.fleet.tick,
+                                   first_delay=tick)
         loop = asyncio.get_running_loop()
         self.tasks += [
             loop.create_task(self.store.run_writer(), name="store-writer"),
@@ -227,6 +247,7 @@ class App:
         await self.scheduler.stop()
         for name, stop in (("outputs", self.outputs.stop),
                            ("mqtt", self.mqtt.stop if self.mqtt else None),
+                           ("fleet", self.fleet.stop if self.fleet else None),
                            ("docker", self.docker.stop if self.docker else None),
                            ("webhooks", self.webhooks.stop), ("notify", self.notifier.stop),
                            ("heartbeats", self.heartbeats.stop), ("silences", self.silences.stop)):
@@ -266,6 +287,9 @@ class App:
         if self.mqtt is not None:
             self.mqtt.on_result(target, result)
         self._apply(change)
+        if (self.fleet is not None and target.source != FLEET_SOURCE
+                and (change.situation or change.targets)):
+            self.fleet.observe()  # after the fan-out, never inside it
         verdict = self.liveness.verdict
         if target.probed and (verdict.stale or not verdict.healthy):
             self._check_liveness()  # alive again with this result, not at the next check
@@ -288,6 +312,9 @@ class App:
         if self.mqtt is not None:
             mqtt = self.mqtt
             steps.append(("mqtt", lambda: mqtt.update(change)))
+        if self.fleet is not None:
+            fleet = self.fleet
+            steps.append(("fleet", lambda: fleet.update(change)))
         steps.append(("webhooks", lambda: self.webhooks.on_change(change)))
         for name, step in steps:
             try:
@@ -314,6 +341,19 @@ class App:
                 self._apply(self.monitor.remove(gone))
         for result in findings.results:
             self.on_result(result)
+
+    def _held(self, target: Target) -> str | None:
+        """The monitor asks: is this target's failure the fleet's to decide? (pingr.fleet)"""
+        return self.fleet.held(target) if self.fleet is not None else None
+
+    def _fleet_submit(self, findings: Findings | None, reconsider: bool) -> None:
+        """The fleet's verdicts (sites, mirrored alerts, shared checks, the uplink) join the
+        engine like a collector's findings; when this node's uplink just went down, targets
+        already down become unreachable (one alert for the uplink, not one per target)."""
+        if findings is not None:
+            self.apply_findings(findings)
+        if reconsider:
+            self._apply(self.monitor.reconsider())
 
     async def _collect_host(self) -> None:
         self.apply_findings(await self.host.collect())

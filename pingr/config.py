@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pingr.configbase import Strict, TargetBase, located
+from pingr.fleet.config import FleetConfig
 from pingr.mqtt.config import MqttConfig
 from pingr.outputs.config import OUTPUT_KINDS, HardwareConfig
 from pingr.probes.http import HttpTarget
@@ -48,6 +49,7 @@ class Config(Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     targets: list[TargetSpec] = Field(default_factory=list)

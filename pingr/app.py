@@ -107,6 +107,16 @@ class Health:
     db_size_bytes: int | None
 
 
+def _merged(changes: list[Change]) -> Change:
+    """Several steps of the monitor as one change (events and alerts in their order)."""
+    if len(changes) == 1:
+        return changes[0]
+    return Change(tuple(e for c in changes for e in c.events),
+                  tuple(a for c in changes for a in c.alerts),
+                  any(c.situation for c in changes), any(c.targets for c in changes),
+                  any(c.urgent for c in changes))
+
+
 class App:
     """Everything pingr runs, built from one Config."""
 
@@ -272,20 +282,10 @@ class App:
 
     def on_result(self, result: Result) -> None:
         """One probe (or collector) result: the whole flow after a probe, in order."""
-        state = self.monitor.state_of(result.target_id)
-        if state is None:
+        taken = self._take(result)
+        if taken is None:
             return
-        target = state.target
-        change = self.monitor.process(result)
-        if change is None:
-            return  # paused meanwhile
-        if target.probed:
-            self.store.add_result(result, target.pk)
-        if self.metrics is not None:
-            self.metrics.count(target, result)
-        self.events.on_result(target, result)
-        if self.mqtt is not None:
-            self.mqtt.on_result(target, result)
+        target, change = taken
         self._apply(change)
         if (self.fleet is not None and target.source != FLEET_SOURCE
                 and (change.situation or change.targets)):
@@ -293,6 +293,25 @@ class App:
         verdict = self.liveness.verdict
         if target.probed and (verdict.stale or not verdict.healthy):
             self._check_liveness()  # alive again with this result, not at the next check
+
+    def _take(self, result: Result) -> tuple[Target, Change] | None:
+        """The monitor's step for one result, and the readers of every result (the store,
+        metrics, SSE check_result, MQTT counters); the change is the caller's to apply."""
+        state = self.monitor.state_of(result.target_id)
+        if state is None:
+            return None
+        target = state.target
+        change = self.monitor.process(result)
+        if change is None:
+            return None  # paused meanwhile
+        if target.probed:
+            self.store.add_result(result, target.pk)
+        if self.metrics is not None:
+            self.metrics.count(target, result)
+        self.events.on_result(target, result)
+        if self.mqtt is not None:
+            self.mqtt.on_result(target, result)
+        return target, change
 
     def _apply(self, change: Change) -> None:
         """Persist what a change did to alerts, then tell everybody who cares."""
@@ -329,18 +348,23 @@ class App:
 
     def apply_findings(self, findings: Findings) -> None:
         """A collector's findings: its new targets join the monitor, vanished ones leave,
-        then each result takes the same path as a probe's."""
+        then each result takes the same path as a probe's. What they changed fans out once,
+        together: a thousand fleet sites heard at once are one new snapshot, not thousands."""
         known = self._collected.setdefault(findings.source, set())
+        changes: list[Change] = []
         for target_id, target in findings.targets.items():
             if target_id not in known or self.monitor.state_of(target_id) is None:
                 known.add(target_id)
-                self._apply(self.monitor.set_target(target))
+                changes.append(self.monitor.set_target(target))
         if not findings.partial:
             for gone in sorted(known - set(findings.targets)):
                 known.discard(gone)
-                self._apply(self.monitor.remove(gone))
+                changes.append(self.monitor.remove(gone))
         for result in findings.results:
-            self.on_result(result)
+            taken = self._take(result)
+            if taken is not None:
+                changes.append(taken[1])
+        self._apply(_merged(changes))
 
     def _held(self, target: Target) -> str | None:
         """The monitor asks: is this target's failure the fleet's to decide? (pingr.fleet)"""

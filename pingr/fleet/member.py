@@ -71,6 +71,7 @@ class Fleet:
         self.published_at = 0.0
         self.published_ms: int | None = None
         self._flush: asyncio.Handle | None = None
+        self._verdicts: asyncio.Handle | None = None
         self._uplink_down = False
         self._warned_size = False
 
@@ -95,8 +96,9 @@ class Fleet:
                  self.config.quorum)
 
     async def stop(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
+        for handle in (self._flush, self._verdicts):
+            if handle is not None:
+                handle.cancel()
         await self.link.stop()
 
     # ------------------------------------------------------------------ the App's flow
@@ -136,7 +138,10 @@ class Fleet:
 
     def _message(self, topic: str, payload: str) -> None:
         self.view.receive(topic, payload)
-        self._submit()
+        # Messages waiting on the loop (a burst: every retained state at connect) are all
+        # read before the verdicts go to the engine, together.
+        if self._verdicts is None:
+            self._verdicts = asyncio.get_running_loop().call_soon(self._submit)
 
     def _oversized(self, topic: str, size: int) -> None:
         self.view.oversized(topic, size)
@@ -149,6 +154,7 @@ class Fleet:
         self._publish()
 
     def _submit(self) -> None:
+        self._verdicts = None
         findings = self.view.findings()
         down = self.view.uplink is not None
         reconsider = down and not self._uplink_down

@@ -39,10 +39,10 @@ def recorder(broker):
     r.close()
 
 
-def fleet_config(broker: Broker, node: str, **extra: Any) -> dict[str, Any]:
+def fleet_config(mosquitto: Broker, node: str, **extra: Any) -> dict[str, Any]:
     return {"enabled": True, "node_id": node, "interval": "1s", "offline_after": "3s",
-            "broker": {"host": "127.0.0.1", "port": broker.port, "keepalive": "5s",
-                       "reconnect_min": "200ms", "reconnect_max": "1s"}, **extra}
+            "broker": {"host": "127.0.0.1", "port": mosquitto.port, "keepalive": "5s",
+                       "reconnect_min": "200ms", "reconnect_max": "1s"}} | extra
 
 
 def node_config(tmp_path: Path, broker: Broker, node: str, targets: list[dict[str, Any]],
@@ -214,6 +214,67 @@ async def test_fleet_down_output_and_unknown_peer_never_heard(tmp_path, broker):
         assert (await r.client.post("/api/v1/alerts/ack")).status_code == 200
         await r.wait_for(lambda: siren.value == 0)
         assert lamp.value == 1
+
+
+async def test_a_site_alert_survives_a_restart_without_alerting_twice(tmp_path, broker):
+    config = node_config(tmp_path, broker, "alpha", [], fleet={"peers": ["ghost"]})
+    async with running_app(config) as r:
+        await r.wait_for(lambda: "fleet:site:ghost" in failing_names_sync(r), timeout=8)
+        first = (await r.client.get("/api/v1/alerts?state=open")).json()
+    async with running_app(config) as r:
+        # Adopted at start, judged again once linked: still offline, still the same alert.
+        await r.wait_for(lambda: r.app.fleet.view.settled, timeout=10)
+        assert "fleet:site:ghost" in failing_names_sync(r)
+        again = (await r.client.get("/api/v1/alerts?state=all")).json()
+        assert [(a["id"], a["resolved_at"]) for a in again] == [(first[0]["id"], None)]
+
+
+async def test_tls_and_per_node_credentials_to_the_broker(tmp_path):
+    """The fleet's broker over TLS (the broker's certificate checked against the CA given)
+    with a username and password per node; a wrong CA or password never links, and says so
+    as an alert (fleet:broker) instead of pretending the other sites are fine."""
+    import shutil
+    import subprocess
+
+    from tests.test_probes_dns_tls import Certs
+
+    if not shutil.which("mosquitto_passwd"):
+        pytest.skip("mosquitto_passwd is not installed (tests/bootstrap.sh installs it)")
+    (tmp_path / "certs").mkdir()
+    certs = Certs(tmp_path / "certs")
+    other_ca = certs._write("other-ca.pem", certs.other_ca)
+    cert, key, _ = certs.leaves["valid"]
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "alpha", "pw-alpha"],
+                   check=True, capture_output=True)
+    passwords.chmod(0o600)
+    broker = Broker(tmp_path)
+    broker.conf.write_text(
+        f"user root\nlistener {broker.port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n"
+        f"allow_anonymous false\npassword_file {passwords}\npersistence false\n"
+        "log_dest stderr\nlog_type error\n")
+    broker.start()
+    try:
+        def node(name: str, ca: Path, password: str) -> Any:
+            return node_config(tmp_path, broker, name, [], fleet={"broker": {
+                "host": "127.0.0.1", "port": broker.port, "username": "alpha",
+                "password": password, "tls": {"enabled": True, "ca_file": str(ca)},
+                "keepalive": "5s", "reconnect_min": "200ms", "reconnect_max": "1s"}})
+
+        async with running_app(node("alpha", certs.ca_file, "pw-alpha")) as good, \
+                running_app(node("wrongca", other_ca, "pw-alpha")) as wrong_ca, \
+                running_app(node("wrongpw", certs.ca_file, "nope")) as wrong_pw:
+            await good.wait_for(lambda: good.app.fleet.view.link_ok)
+            for bad in (wrong_ca, wrong_pw):
+                await bad.wait_for(lambda b=bad: "fleet:broker" in failing_names_sync(b),
+                                   timeout=10)
+                assert not bad.app.fleet.view.link_ok
+            assert "fleet:broker" not in failing_names_sync(good)
+            # The password is never shown, not even to an admin.
+            fleet = (await good.client.get("/api/v1/fleet")).text
+            assert "pw-alpha" not in fleet
+    finally:
+        broker.stop()
 
 
 async def test_retired_node_is_forgotten(tmp_path, broker, recorder):

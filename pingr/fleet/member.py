@@ -62,8 +62,12 @@ class Fleet:
         self.connection = connection(config, mqtt)
         prefix = config.prefix
         self.state_topic = f"{prefix}/{self.node}/{STATE}"
+        # With `peers`, only their topics (and our own, for the echo): the broker then sends
+        # each node what it needs, not the whole fleet (see the README's scaling section).
+        nodes = [self.node, *config.peers] if config.peers else ["+"]
         self.link = Link(self.connection,
-                         subscriptions=[f"{prefix}/+/{STATE}", f"{prefix}/+/{STATUS}"],
+                         subscriptions=[f"{prefix}/{n}/{kind}" for n in dict.fromkeys(nodes)
+                                        for kind in (STATE, STATUS)],
                          on_message=self._message, on_connected=self._connected,
                          label="fleet", max_payload=config.max_message,
                          on_oversized=self._oversized)

@@ -108,9 +108,16 @@ class Fleet:
     # ------------------------------------------------------------------ the App's flow
 
     def update(self, change: Change) -> None:
-        """A state change (the fan-out): republish our state once this loop turn is over."""
-        if (change.situation or change.targets) and self._flush is None:
-            self._flush = asyncio.get_running_loop().call_soon(self._flushed)
+        """A state change (the fan-out): republish our state once this loop turn is over.
+
+        Changes of the fleet's own targets are left out (they are not part of our state).
+        """
+        if not (change.situation or change.targets) or self._flush is not None:
+            return
+        if change.events and all(e.target is not None and e.target.source == FLEET_SOURCE
+                                 for e in change.events):
+            return
+        self._flush = asyncio.get_running_loop().call_soon(self._flushed)
 
     def observe(self) -> None:
         """Our own targets changed: votes, the uplink verdict, and what follows from them."""

@@ -24,6 +24,7 @@ its link works end to end, before it would blame anybody else.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -161,6 +162,9 @@ class FleetView:
         self._logged: set[tuple[str, str]] = set()
         #: Linked for offline_after at least once: every peer had its chance to be heard.
         self.settled = False
+        #: Peers by the time we last heard them, oldest first: a tick looks only at those
+        #: that may have gone silent, not at a thousand that spoke a moment ago.
+        self._by_heard: OrderedDict[str, None] = OrderedDict()
 
     # ------------------------------------------------------------------ messages
 
@@ -198,7 +202,7 @@ class FleetView:
                 return
             peer = peer or self._peer(node)
             peer.status = payload
-            peer.heard = self.clock()
+            self._heard(peer)
         else:
             try:
                 state = parse(payload)
@@ -219,7 +223,7 @@ class FleetView:
                 peer.status = "online"
             before = peer.state
             peer.state, peer.boot, peer.seq = state, state.boot, state.seq
-            peer.heard = self.clock()
+            self._heard(peer)
             if before is not None and before.c != state.c:
                 self._dirty_checks.update(before.c)
             self._dirty_checks.update(state.c)
@@ -255,6 +259,11 @@ class FleetView:
         else:
             self.counters.accepted += 1  # our previous run's retained state
 
+    def _heard(self, peer: Peer) -> None:
+        peer.heard = self.clock()
+        self._by_heard.pop(peer.node, None)
+        self._by_heard[peer.node] = None
+
     def _peer(self, node: str) -> Peer:
         peer = self.peers[node] = Peer(node)
         return peer
@@ -270,6 +279,7 @@ class FleetView:
             self._dirty_nodes.add(peer.node)
             return
         del self.peers[peer.node]
+        self._by_heard.pop(peer.node, None)
         for tid in (site_id(peer.node), alerts_id(peer.node)):
             self._remove(tid)
         log.info("fleet: node %s was retired (its retained messages were cleared)", peer.node)
@@ -373,9 +383,14 @@ class FleetView:
             self.settled = True
             self._dirty_checks.update(t[len("fleet:check:"):] for t in self.targets
                                       if t.startswith("fleet:check:"))
-        for peer in self.peers.values():
-            if self._fed.get(site_id(peer.node), (None,))[0] != self.online(peer):
-                self._dirty_nodes.add(peer.node)
+            self._dirty_nodes.update(p.node for p in self.peers.values() if p.heard is None)
+        for node in self._by_heard:
+            peer = self.peers[node]
+            assert peer.heard is not None
+            if now - peer.heard <= self.offline_after:
+                break  # everyone after it spoke more recently still
+            if self._fed.get(site_id(node), (None,))[0] is not False and self._silent(peer):
+                self._dirty_nodes.add(node)
 
     def online(self, peer: Peer) -> bool:
         """Online as far as we can tell (False also while we cannot tell)."""

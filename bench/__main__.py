@@ -50,7 +50,7 @@ def main() -> None:
         memory.main(seconds=30 if args.quick else 120)
     if "fleet" in names:
         if args.quick:
-            fleet.main(sizes=(50, 200), seconds=20, probes=5, mesh=(50,))
+            fleet.main(sizes=(50, 200), seconds=20, probes=5, mesh=(200,))
         else:
             fleet.main()
 

@@ -69,6 +69,25 @@ def subscribe_packet(topic: str, packet_id: int) -> bytes:
     return bytes([0x82]) + _varint(len(body)) + body
 
 
+class Discard(asyncio.Protocol):
+    """A node's connection: waits for CONNACK, then throws away whatever the broker sends
+    (acknowledgements; in mesh mode the whole fleet's states) without buffering it."""
+
+    def __init__(self) -> None:
+        self.acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.acked.done():
+            if data[:1] == b"\x20" and len(data) >= 4 and data[3] == 0:
+                self.acked.set_result(None)
+            else:
+                self.acked.set_exception(RuntimeError(f"connection refused ({data[:4]!r})"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.acked.done():
+            self.acked.set_exception(ConnectionError("closed before CONNACK"))
+
+
 class Node:
     """One simulated appliance."""
 
@@ -81,8 +100,7 @@ class Node:
         self.seq = 0
         self.pid = 0
         self.targets = {f"target-{i:02d}": "u" for i in range(targets)}
-        self.writer: asyncio.StreamWriter | None = None
-        self.reader_task: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
 
     def state(self) -> bytes:
         self.seq += 1
@@ -94,46 +112,33 @@ class Node:
             "c": {}, "n": len(self.targets)}, separators=(",", ":")).encode()
 
     async def connect(self) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(connect_packet(f"sim-{self.index}-{self.boot}",
-                                    f"{PREFIX}/{self.node}/status", b"offline", 60))
-        await writer.drain()
-        ack = await reader.readexactly(4)
-        if ack[0] != 0x20 or ack[3] != 0:
-            raise RuntimeError(f"{self.node}: connection refused ({ack!r})")
-        self.writer = writer
-        self.reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+        transport, protocol = await asyncio.get_running_loop().create_connection(
+            Discard, "127.0.0.1", self.port)
+        transport.write(connect_packet(f"sim-{self.index}-{self.boot}",
+                                       f"{PREFIX}/{self.node}/status", b"offline", 60))
+        await protocol.acked
+        self.transport = transport
         if self.mesh:
-            writer.write(subscribe_packet(f"{PREFIX}/+/state", self._id()))
+            transport.write(subscribe_packet(f"{PREFIX}/+/state", self._id()))
         self.send(f"{PREFIX}/{self.node}/status", b"online")
         self.publish()
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        """Read and throw away what the broker sends (acks; the fleet's states in mesh mode)."""
-        try:
-            while await reader.read(65536):
-                pass
-        except (ConnectionError, asyncio.CancelledError):
-            pass
 
     def _id(self) -> int:
         self.pid = self.pid % 65535 + 1
         return self.pid
 
     def send(self, topic: str, payload: bytes) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(publish_packet(topic, payload, self._id()))
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(publish_packet(topic, payload, self._id()))
 
     def publish(self) -> None:
         self.send(f"{PREFIX}/{self.node}/state", self.state())
 
     def kill(self) -> None:
         """Cut the connection without DISCONNECT: the broker sends our last will."""
-        if self.writer is not None:
-            self.writer.transport.abort()
-            self.writer = None
-        if self.reader_task is not None:
-            self.reader_task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
 
 
 async def main() -> None:

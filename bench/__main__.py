@@ -11,6 +11,7 @@ from bench import (
     alertstatus,
     anchor,
     card,
+    fleet,
     idle,
     lazy,
     memory,
@@ -22,7 +23,7 @@ from bench import (
 )
 
 ALL = ("icmp", "http", "alert-status", "storage", "card", "memory", "idle", "foreign", "startup",
-       "lazy", "simplemonitor", "mixed")
+       "lazy", "simplemonitor", "mixed", "fleet")
 #: Run only when named: ten minutes of abuse.
 EXTRA = ("soak",)
 
@@ -41,7 +42,7 @@ def main() -> None:
         action="store_true",
         help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days, card 5 min, "
         "idle 1 window of 60 s, foreign 1 pair of 20 s, startup 3 runs, simplemonitor 1 round, "
-        "mixed 60 s)",
+        "mixed 60 s, fleet 50 and 200 nodes, 20 s windows)",
     )
     args = parser.parse_args()
     names = args.names or list(ALL)
@@ -76,6 +77,11 @@ def main() -> None:
         anchor.main(rounds=1 if args.quick else 3)
     if "mixed" in names:
         mixed.main(seconds=60 if args.quick else 120)
+    if "fleet" in names:
+        if args.quick:
+            fleet.main(sizes=(50, 200), seconds=20, probes=5, mesh=(200,))
+        else:
+            fleet.main()
     if "soak" in names:
         soak.main(seconds=60 if args.quick else 600)
 

@@ -12,7 +12,11 @@ The flow, in the order a reader follows it:
                         notifier.on_change(change)        apprise, queue, cooldown (pingr.notify)
                         events.on_change(change)          SSE (pingr.events)
                         mqtt.update(change)               Home Assistant state (pingr.mqtt)
+                        fleet.update(change)              our state to the fleet (pingr.fleet)
                         webhooks.on_change(change)        signed POSTs (pingr.webhooks)
+                     fleet.observe()                      after a local change: shared-check
+                                                          votes, "is it me?" (its verdicts come
+                                                          back as findings, like a collector's)
 
 Nothing re-enters the monitor from inside the fan-out; buttons and MQTT commands arrive on the
 loop as calls of the App's own methods, like API requests.
@@ -42,6 +46,8 @@ from pingr.collectors.thresholds import HostCollector
 from pingr.config import Config, check_dependencies, default_targets
 from pingr.configbase import TargetBase
 from pingr.events import EventBroker
+from pingr.fleet.config import FLEET_SOURCE
+from pingr.fleet.member import Fleet
 from pingr.heartbeat import Heartbeats
 from pingr.instance import InstanceLock
 from pingr.keys import LAST_ADMIN, KeyRing, create_key, enabled_admins, hash_key, key_id
@@ -103,6 +109,16 @@ class Health:
     db_size_bytes: int | None
 
 
+def _merged(changes: list[Change]) -> Change:
+    """Several steps of the monitor as one change (events and alerts in their order)."""
+    if len(changes) == 1:
+        return changes[0]
+    return Change(tuple(e for c in changes for e in c.events),
+                  tuple(a for c in changes for a in c.alerts),
+                  any(c.situation for c in changes), any(c.targets for c in changes),
+                  any(c.urgent for c in changes))
+
+
 class App:
     """Everything pingr runs, built from one Config."""
 
@@ -126,7 +142,11 @@ class App:
         self.write_meter = WriteMeter()
         self.targets: dict[str, Target] = {}
         self.silences = Silences(self.store, clock_ms, on_edge=self._silence_edge)
-        self.monitor = Monitor(silenced=self.silences.is_silenced, clock_ms=clock_ms)
+        self.monitor = Monitor(silenced=self.silences.is_silenced, held=self._held,
+                               clock_ms=clock_ms)
+        self.fleet = (Fleet(config.fleet, config.mqtt, states=self.monitor.states,
+                            snapshot=self.monitor.snapshot, submit=self._fleet_submit,
+                            clock_ms=clock_ms) if config.fleet.enabled else None)
         self.alert_status = AlertStatus()
         self.ctx = ProbeContext(clock_ms=clock_ms)
         self.scheduler = Scheduler(self.on_result, self.ctx,
@@ -203,12 +223,18 @@ class App:
         self.apply_findings(await self.host.collect())
         if self.docker is not None:
             await self.docker.start([a.target_id for a in self.store.open_alerts()])
+        if self.fleet is not None:
+            self.apply_findings(self.fleet.adopt([a.target_id for a in self.store.open_alerts()]))
+            # Shared checks are the fleet's to decide, also those that were down at the stop.
+            self._apply(self.monitor.reconsider())
         self._apply(self.monitor.resolve_orphans())
         # The lamp test sounds at a clean start only: after a crash-restart it would be noise.
         await self.outputs.start(self.monitor.snapshot(), lamp_test=self.lock.previous_clean)
         self._check_problems()  # e.g. real pins that cannot be opened: degraded, loudly
         if self.mqtt is not None:
             self.mqtt.start(self.config.host, self.port)
+        if self.fleet is not None:
+            self.fleet.start()
         self.liveness.probing_started()
         for target in targets:
             self.scheduler.set(target)
@@ -218,6 +244,10 @@ class App:
         if self.docker is not None:
             self.scheduler.set_job("docker", self.config.docker.resync, COLLECTOR_TIMEOUT,
                                    self.docker.resync, first_delay=self.config.docker.resync)
+        if self.fleet is not None:
+            tick = self.fleet.tick_seconds
+            self.scheduler.set_job("fleet", tick, COLLECTOR_TIMEOUT, self.fleet.tick,
+                                   first_delay=tick)
         loop = asyncio.get_running_loop()
         self.tasks += [
             loop.create_task(self.store.run_writer(), name="store-writer"),
@@ -234,6 +264,7 @@ class App:
         await self.scheduler.stop()
         for name, stop in (("outputs", self.outputs.stop),
                            ("mqtt", self.mqtt.stop if self.mqtt else None),
+                           ("fleet", self.fleet.stop if self.fleet else None),
                            ("docker", self.docker.stop if self.docker else None),
                            ("webhooks", self.webhooks.stop), ("notify", self.notifier.stop),
                            ("heartbeats", self.heartbeats.stop), ("silences", self.silences.stop)):
@@ -303,26 +334,37 @@ class App:
 
     def on_result(self, result: Result) -> None:
         """One probe (or collector) result: the whole flow after a probe, in order."""
+        taken = self._take(result)
+        if taken is None:
+            return
+        target, change = taken
+        if change is not NO_CHANGE:  # most results change nothing but counters
+            self._apply(change)
+            if (self.fleet is not None and target.source != FLEET_SOURCE
+                    and (change.situation or change.targets)):
+                self.fleet.observe()  # after the fan-out, never inside it
+        verdict = self.liveness.verdict
+        if target.probed and (verdict.stale or not verdict.healthy):
+            self._check_liveness()  # alive again with this result, not at the next check
+
+    def _take(self, result: Result) -> tuple[Target, Change] | None:
+        """The monitor's step for one result, and the readers of every result (the store,
+        metrics, SSE check_result, MQTT counters); the change is the caller's to apply."""
         state = self.monitor.state_of(result.target_id)
         if state is None:
-            return
+            return None
         target = state.target
         change = self.monitor.process(result)
         if change is None:
-            return  # paused meanwhile
-        probed = target.probed
-        if probed:
+            return None  # paused meanwhile
+        if target.probed:
             self.store.add_result(result, target.pk)
         if self.metrics is not None:
             self.metrics.count(target, result)
         self.events.on_result(target, result)
         if self.mqtt is not None:
             self.mqtt.on_result(target, result)
-        if change is not NO_CHANGE:  # most results change nothing but counters
-            self._apply(change)
-        verdict = self.liveness.verdict
-        if probed and (verdict.stale or not verdict.healthy):
-            self._check_liveness()  # alive again with this result, not at the next check
+        return target, change
 
     def _apply(self, change: Change) -> None:
         """Persist what a change did to alerts, then tell everybody who cares."""
@@ -343,6 +385,9 @@ class App:
         if self.mqtt is not None:
             mqtt = self.mqtt
             steps.append(("mqtt", lambda: mqtt.update(change)))
+        if self.fleet is not None:
+            fleet = self.fleet
+            steps.append(("fleet", lambda: fleet.update(change)))
         steps.append(("webhooks", lambda: self.webhooks.on_change(change)))
         for name, step in steps:
             try:
@@ -357,18 +402,36 @@ class App:
 
     def apply_findings(self, findings: Findings) -> None:
         """A collector's findings: its new targets join the monitor, vanished ones leave,
-        then each result takes the same path as a probe's."""
+        then each result takes the same path as a probe's. What they changed fans out once,
+        together: a thousand fleet sites heard at once are one new snapshot, not thousands."""
         known = self._collected.setdefault(findings.source, set())
+        changes: list[Change] = []
         for target_id, target in findings.targets.items():
             if target_id not in known or self.monitor.state_of(target_id) is None:
                 known.add(target_id)
-                self._apply(self.monitor.set_target(target))
+                changes.append(self.monitor.set_target(target))
         if not findings.partial:
             for gone in sorted(known - set(findings.targets)):
                 known.discard(gone)
-                self._apply(self.monitor.remove(gone))
+                changes.append(self.monitor.remove(gone))
         for result in findings.results:
-            self.on_result(result)
+            taken = self._take(result)
+            if taken is not None:
+                changes.append(taken[1])
+        self._apply(_merged(changes))
+
+    def _held(self, target: Target) -> str | None:
+        """The monitor asks: is this target's failure the fleet's to decide? (pingr.fleet)"""
+        return self.fleet.held(target) if self.fleet is not None else None
+
+    def _fleet_submit(self, findings: Findings | None, reconsider: bool) -> None:
+        """The fleet's verdicts (sites, mirrored alerts, shared checks, the uplink) join the
+        engine like a collector's findings; when this node's uplink just went down, targets
+        already down become unreachable (one alert for the uplink, not one per target)."""
+        if findings is not None:
+            self.apply_findings(findings)
+        if reconsider:
+            self._apply(self.monitor.reconsider())
 
     async def _collect_host(self) -> None:
         self.apply_findings(await self.host.collect())

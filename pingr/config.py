@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pingr.configbase import FIELD_SPELLINGS, Strict, TargetBase, located
+from pingr.fleet.config import FleetConfig
 from pingr.mqtt.config import MqttConfig
 from pingr.outputs.config import OUTPUT_KINDS, HardwareConfig
 from pingr.probes.http import HttpTarget
@@ -59,6 +60,7 @@ class Config(Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     targets: list[TargetSpec] = Field(default_factory=list)

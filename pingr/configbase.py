@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -81,6 +82,10 @@ def check_host(value: str) -> str:
     return value
 
 
+#: A shared check's id (`check:` of a target; the fleet's consensus groups targets by it).
+CHECK_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 class TargetBase(Strict):
     """Fields every target kind shares (the Pingu draft's target model).
 
@@ -98,6 +103,9 @@ class TargetBase(Strict):
     recovery_threshold: int = Field(1, ge=1, le=1000)
     tags: list[str] = Field(default_factory=list)
     depends_on: str | None = None
+    #: Checked from several appliances of a fleet: down only when `fleet.quorum` of them see it
+    #: down (pingr/fleet). Without fleet mode it is an ordinary target.
+    check: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +149,14 @@ class TargetBase(Strict):
         value = value.strip()
         if not value:
             raise ValueError("name must not be blank")
+        return value
+
+    @field_validator("check")
+    @classmethod
+    def _check(cls, value: str | None) -> str | None:
+        if value is not None and not CHECK_ID.match(value):
+            raise ValueError(f"invalid check id {value!r}: use letters, digits, '_', '-' and "
+                             "'.' only (at most 64)")
         return value
 
     @model_validator(mode="after")

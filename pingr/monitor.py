@@ -134,9 +134,15 @@ class Monitor:
     """Turns results into state changes. All methods run on the event loop thread."""
 
     def __init__(self, *, silenced: Callable[[Target], bool] = lambda target: False,
+                 held: Callable[[Target], str | None] = lambda target: None,
                  clock_ms: Callable[[], int] = now_ms) -> None:
         #: Is this target muted by a silence right now? (pingr.silence.Silences.is_silenced)
         self.silenced = silenced
+        #: Why this target's failure is for something outside the monitor to decide right now,
+        #: or None (pingr.fleet: a shared check waits for its quorum; this node's own uplink is
+        #: down). Asked when a target reaches its threshold: such a target is unreachable, like
+        #: a child behind a parent that is down: visible, but no alert of its own.
+        self.held = held
         self.clock_ms = clock_ms
         self._states: dict[str, TargetState] = {}
         self._by_name: dict[str, str] = {}
@@ -305,9 +311,9 @@ class Monitor:
             state.failures += 1
             state.successes = 0
             if state.failures >= spec.failure_threshold and old not in (DOWN, UNREACHABLE):
-                self._change(step, state, UNREACHABLE if self._parent_down(state) else DOWN,
+                self._change(step, state, UNREACHABLE if self._explained(state) else DOWN,
                              result)
-            elif old == UNREACHABLE and not self._parent_down(state):
+            elif old == UNREACHABLE and not self._explained(state):
                 self._change(step, state, DOWN, result)
             else:
                 if state.failures == 1 and old == UP:
@@ -326,6 +332,12 @@ class Monitor:
             return False
         parent = self._states.get(self._by_name.get(parent_name, ""))
         return parent is not None and parent.status in (DOWN, UNREACHABLE)
+
+    def _explained(self, state: TargetState) -> str | None:
+        """Why a failing target is unreachable rather than down, or None."""
+        if self._parent_down(state):
+            return f"its parent {state.target.spec.depends_on} is down"
+        return self.held(state.target)
 
     def _change(self, step: _Step, state: TargetState, new: str, result: Result | None) -> None:
         old, ts = state.status, self.clock_ms()
@@ -349,8 +361,8 @@ class Monitor:
             if state.alert is not None:  # it went down first: its parent explains it now
                 alert = self._resolve(step, state.alert, ts)
                 state.alert = None
-            log.info("%s is unreachable (its parent %s is down)", target.name,
-                     target.spec.depends_on)
+            log.info("%s is unreachable (%s)", target.name,
+                     self._explained(state) or "its parent is down")
         self._touch()
         if old == PENDING and new == UP:
             return  # a first success is no news, and nothing anybody shows changes but its status
@@ -378,6 +390,19 @@ class Monitor:
         resolved = alert.copy(resolved_at=ts)
         step.flip(resolved)
         return resolved
+
+    def reconsider(self) -> Change:
+        """What `held` answers changed (pingr.fleet: this node's uplink went down): a target
+        that is down and now held becomes unreachable, and its alert closes.
+
+        The other way needs no call: a held target that is not held any more goes down at
+        its next failure, as a child does once its parent is back.
+        """
+        step = _Step()
+        for state in list(self._states.values()):
+            if state.target.enabled and state.status == DOWN and self._explained(state):
+                self._change(step, state, UNREACHABLE, state.last)
+        return step.done()
 
     # ------------------------------------------------------------------ acknowledgements
 
@@ -461,26 +486,27 @@ class Monitor:
         failing, degraded, acked, unreachable, silenced = [], [], [], [], []
         statuses: dict[str, str] = {}
         tags: dict[str, tuple[str, ...]] = {}
+        # One pass over every target (thousands with a large fleet): plain attribute reads.
         for state in self._states.values():
             target = state.target
-            statuses[target.name] = state.status
-            tags[target.name] = tuple(target.spec.tags)
-            if not target.enabled:
+            spec = target.spec
+            name, status = spec.name, state.status
+            statuses[name] = status
+            tags[name] = tuple(spec.tags)
+            if not spec.enabled:
                 continue
-            if state.status == DOWN:
+            if status == DOWN:
                 if self.silenced(target):
-                    silenced.append(target.name)
+                    silenced.append(name)
                 elif state.acknowledged:
-                    acked.append(target.name)
+                    acked.append(name)
                 else:
                     failing.append(
-                        FailingTarget(target.name, DOWN, state.failures,
-                                      target.spec.failure_threshold)
-                    )
-            elif state.status == UNREACHABLE:
-                unreachable.append(target.name)
+                        FailingTarget(name, DOWN, state.failures, spec.failure_threshold))
+            elif status == UNREACHABLE:
+                unreachable.append(name)
             elif state.failures > 0:
-                degraded.append(target.name)
+                degraded.append(name)
         if self._stale:
             # A frozen monitor must never look like "all OK": it is itself a failing target.
             failing.insert(0, FailingTarget("pingr monitor", "stale", 0, 0))

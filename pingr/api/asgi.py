@@ -20,6 +20,7 @@ from pingr.api import (
     checks,
     containers,
     events,
+    fleet,
     health,
     keys,
     metrics,
@@ -49,7 +50,7 @@ STATUS_PATH = PREFIX + "/alert-status"
 ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.router,
            silence.router, events.router, push.router, channels.router, notifications.router,
            webhooks.router, outputs.router, system.router, containers.router, checks.router,
-           pair.router]
+           pair.router, fleet.router]
 
 
 #: Where FastAPI says a bad value came from; not part of what the user wrote.

@@ -40,6 +40,7 @@ class TargetOut(BaseModel):
     recovery_threshold: int
     tags: list[str]
     depends_on: str | None = None
+    check: str | None = Field(None, description="shared check id (fleet mode)")
     method: str | None = None
     headers: dict[str, str] | None = None
     expect_status: list[int] | None = None

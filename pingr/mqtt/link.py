@@ -28,8 +28,15 @@ class Link:
 
     def __init__(self, config: MqttConfig, *, subscriptions: list[str],
                  on_message: Callable[[str, str], None],
-                 on_connected: Callable[[], None]) -> None:
+                 on_connected: Callable[[], None], label: str = "MQTT",
+                 max_payload: int | None = None,
+                 on_oversized: Callable[[str, int], None] | None = None) -> None:
         self.config = config
+        #: Names this connection in the log (the fleet has its own).
+        self.label = label
+        #: Messages larger than this are not decoded: `on_oversized(topic, size)` instead.
+        self.max_payload = max_payload
+        self.on_oversized = on_oversized
         self.status_topic = f"{config.base}/status"
         self.subscriptions = subscriptions
         self.on_message = on_message
@@ -71,8 +78,8 @@ class Link:
         # connect_async resolves and connects in paho's thread; loop_start retries forever.
         client.connect_async(cfg.host, cfg.port, keepalive=round(cfg.keepalive))
         client.loop_start()
-        log.info("MQTT: connecting to %s:%d as node %r (topics under %s/)", cfg.host, cfg.port,
-                 cfg.node_id, cfg.base)
+        log.info("%s: connecting to %s:%d as node %r (topics under %s/)", self.label, cfg.host,
+                 cfg.port, cfg.node_id, cfg.base)
 
     async def stop(self) -> None:
         """Say `offline` ourselves (a clean stop is not a crash) and disconnect."""
@@ -108,6 +115,10 @@ class Link:
         self._hop(self._disconnected, str(reason))
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        if self.max_payload is not None and len(message.payload) > self.max_payload:
+            if self.on_oversized is not None:
+                self._hop(self.on_oversized, message.topic, len(message.payload))
+            return
         payload = message.payload.decode("utf-8", "replace").strip()
         self._hop(self.on_message, message.topic, payload)
 
@@ -125,18 +136,19 @@ class Link:
             return
         self.connected = True
         self.connects += 1
-        log.info("MQTT: connected to %s:%d", self.config.host, self.config.port)
+        log.info("%s: connected to %s:%d", self.label, self.config.host, self.config.port)
         self.send(self.status_topic, ONLINE)
         self.on_connected()
         self.republish()
 
     def _refused(self, reason: str) -> None:
-        log.error("MQTT: the broker at %s:%d refused the connection: %s",
+        log.error("%s: the broker at %s:%d refused the connection: %s", self.label,
                   self.config.host, self.config.port, reason)
 
     def _disconnected(self, reason: str) -> None:
         if self.connected and not self._closing:
-            log.warning("MQTT: lost the broker (%s); reconnecting with back-off", reason)
+            log.warning("%s: lost the broker (%s); reconnecting with back-off", self.label,
+                        reason)
         self.connected = False
 
     def republish(self) -> None:

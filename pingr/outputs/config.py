@@ -15,7 +15,7 @@ from pingr.outputs.boards import BoardProfile, board_names, load_board
 #: BCM numbers of the 40-pin header's GPIO lines.
 MAX_BCM = 27
 #: What can drive a single-channel output (besides a target selector).
-WHEN = ("alert", "ok", "stale", "degraded", "healthy", "heartbeat")
+WHEN = ("alert", "ok", "stale", "degraded", "healthy", "heartbeat", "fleet_down")
 #: The states a tower or RGB LED shows, highest priority first.
 STATES = ("stale", "unhealthy", "alert", "acknowledged", "degraded", "ok")
 TOWER_COLORS = ("green", "amber", "red")

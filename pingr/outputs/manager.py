@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 
+from pingr.fleet.config import FLEET_TAG
 from pingr.monitor import Snapshot
 from pingr.outputs.backend import Backend, PinsUnavailable, open_backend
 from pingr.outputs.buttons import ButtonInput
@@ -58,6 +59,12 @@ class Situation:
         if when == "alert":
             # Visual alarms stay on until recovery; an acknowledgement only silences.
             return bool(self.failing or self.acked), bool(self.failing)
+        if when == "fleet_down":
+            # Any fleet alert: a site offline, a site's own alerts, a shared check, our uplink.
+            tags = self.snap.tags
+            loud = {n for n in self.failing if FLEET_TAG in tags.get(n, ())}
+            seen = loud | {n for n in self.acked if FLEET_TAG in tags.get(n, ())}
+            return bool(seen), bool(loud)
         active = {
             "ok": self.state == "ok",
             "stale": self.snap.stale,

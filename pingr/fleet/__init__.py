@@ -1,0 +1,1 @@
+"""Fleet mode: appliances share their state over an MQTT broker and alarm together."""

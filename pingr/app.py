@@ -341,7 +341,7 @@ class App:
         if change is not NO_CHANGE:  # most results change nothing but counters
             self._apply(change)
             if (self.fleet is not None and target.source != FLEET_SOURCE
-                    and (change.situation or change.targets)):
+                    and (change.situation or change.targets or change.statuses)):
                 self.fleet.observe()  # after the fan-out, never inside it
         verdict = self.liveness.verdict
         if target.probed and (verdict.stale or not verdict.healthy):

@@ -97,9 +97,13 @@ class Change:
     #: Worth a database commit now: an alert opened, was acknowledged or resolved (a grown
     #: failure count of an open alert rides the next batched commit).
     urgent: bool = False
+    #: A target's status changed, perhaps only from pending to up (which nobody shows but
+    #: the status itself: no fan-out, but the fleet's state carries statuses).
+    statuses: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.alerts or self.situation or self.targets)
+        return bool(self.events or self.alerts or self.situation or self.targets
+                    or self.statuses)
 
 
 #: What most results change: nothing but counters (shared, so a steady result allocates none).
@@ -109,7 +113,7 @@ NO_CHANGE = Change()
 class _Step:
     """Collects what one public call changes, then turns it into a Change."""
 
-    __slots__ = ("events", "alerts", "situation", "targets", "urgent")
+    __slots__ = ("events", "alerts", "situation", "targets", "urgent", "statuses")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -117,6 +121,7 @@ class _Step:
         self.situation = False
         self.targets = False
         self.urgent = False
+        self.statuses = False
 
     def flip(self, alert: Alert) -> None:
         """An alert opened, was acknowledged or resolved: persist it at once."""
@@ -124,10 +129,11 @@ class _Step:
         self.urgent = True
 
     def done(self) -> Change:
-        if not (self.events or self.alerts or self.situation or self.targets):
+        if not (self.events or self.alerts or self.situation or self.targets
+                or self.statuses):
             return NO_CHANGE
         return Change(tuple(self.events), tuple(self.alerts), self.situation, self.targets,
-                      self.urgent)
+                      self.urgent, self.statuses)
 
 
 class Monitor:
@@ -342,6 +348,7 @@ class Monitor:
     def _change(self, step: _Step, state: TargetState, new: str, result: Result | None) -> None:
         old, ts = state.status, self.clock_ms()
         state.status, state.changed_ms = new, ts
+        step.statuses = True
         target = state.target
         alert = None
         if new == DOWN and state.alert is None:

@@ -29,6 +29,9 @@ def body(snap: Snapshot) -> dict[str, Any]:
         out["silenced"] = list(snap.silenced)
     if snap.unreachable:
         out["unreachable"] = list(snap.unreachable)
+    if snap.warnings:
+        # Up, but a certificate expires soon: worth a look, never an alarm (`alert` ignores it).
+        out["warnings"] = list(snap.warnings)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,6 +19,13 @@ from pingr.mqtt.link import ONLINE, Link
 from pingr.outputs.manager import Outputs
 
 log = logging.getLogger(__name__)
+
+
+def _days_left(result: Result | None) -> int | None:
+    """Whole days until a certificate expires, from a TLS result (None for other kinds)."""
+    metrics = result.metrics if result is not None else None
+    days = metrics.get("days_left") if metrics else None
+    return math.floor(days) if isinstance(days, int | float) else None
 
 
 class Commands(Protocol):
@@ -140,8 +148,9 @@ class Mqtt:
         if state is None:
             return
         target = state.target
+        days_left = _days_left(state.last)
         key = (target.name, state.status, state.failures, target.spec.failure_threshold,
-               state.acknowledged)
+               state.acknowledged, state.warning is not None, days_left)
         now = self.clock_ms()
         refresh = self.config.latency_refresh * 1000
         stale_latency = bool(refresh) and now - self._target_pub_ms.get(target_id, now) >= refresh
@@ -161,6 +170,10 @@ class Mqtt:
             "acknowledged": state.acknowledged,
             "type": target.spec.type,
         }
+        if days_left is not None:
+            # A certificate check: whole days left, and its expiry warning (not an alarm).
+            payload["days_left"] = days_left
+            payload["warning"] = state.warning
         self.link.put(self.topic("target", safe(target_id)), json.dumps(payload))
         if new:
             self._discovery()

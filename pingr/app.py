@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import select
 
-from pingr import __version__
+from pingr import __version__, autocerts
 from pingr.access import Authenticator
 from pingr.alertstatus import AlertStatus
 from pingr.collectors.docker import DockerCollector, docker_wanted
@@ -177,6 +177,10 @@ class App:
         self.store.open()
         specs = self.config.targets or default_targets(self.port)
         targets = self.store.reconcile(specs, self.clock_ms())
+        todo = autocerts.plan(targets)
+        if todo:  # HTTPS targets came or went while we were stopped
+            await self.store.write(lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
+            targets = self.store.load_targets()
         self.targets = {t.id: t for t in targets}
         for name, kind in KINDS.items():
             wanted = [t for t in targets if t.enabled and t.spec.type == name]
@@ -434,9 +438,29 @@ class App:
         target = await self.store.write(lambda s: self.store.insert_target(s, spec, "api", ts))
         self._set_target(target)
         log.info("target %r added", target.name)
+        await self._sync_certificates()
         return target
 
+    def _not_automatic(self, target: Target) -> None:
+        if target.source == autocerts.AUTO:
+            raise AppError(409, f"{target.name!r} is checked automatically for the HTTPS "
+                                "targets on its host and port: change or delete those, or add "
+                                "a tls target of your own for it")
+
+    async def _sync_certificates(self) -> None:
+        """Make the automatic certificate checks follow the HTTPS targets (pingr.autocerts)."""
+        todo = autocerts.plan(self.targets.values())
+        if not todo:
+            return
+        saved, removed = await self.store.write(
+            lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
+        for target in removed:
+            await self._forget_target(target)
+        for target in saved:
+            self._set_target(target)
+
     async def update_target(self, target: Target, changes: dict[str, Any]) -> Target:
+        self._not_automatic(target)
         data = {**target.spec.model_dump(), **changes}
         if changes.get("type") and changes["type"] != target.spec.type:
             # Fields of the old kind would be unknown to the new one.
@@ -451,19 +475,26 @@ class App:
         ts = self.clock_ms()
         new = await self.store.write(lambda s: self.store.update_target(s, target.pk, spec, ts))
         self._set_target(new)
+        await self._sync_certificates()
         return new
 
     async def delete_target(self, target: Target) -> None:
+        self._not_automatic(target)
         dependants = [t.name for t in self.targets.values() if t.spec.depends_on == target.name]
         if dependants:
             raise AppError(409, f"targets depend on {target.name!r}: {', '.join(dependants)}")
         await self.store.write(lambda s: self.store.delete_target(s, target.pk))
+        await self._forget_target(target)
+        log.info("target %r deleted", target.name)
+        await self._sync_certificates()
+
+    async def _forget_target(self, target: Target) -> None:
+        """A target deleted from the database leaves the scheduler, the monitor, the parts."""
         self.targets.pop(target.id, None)
         self.scheduler.remove(target.id)
         self._apply(self.monitor.remove(target.id))
         self.heartbeats.forget(target.id)
         await self.store.forget(target.pk)
-        log.info("target %r deleted", target.name)
 
     def _set_target(self, target: Target) -> None:
         self.targets[target.id] = target

@@ -1,7 +1,8 @@
 """SQLite store: WAL, a crash-safe spool, one batched writer thread, retention, history.
 
 One object, `Store`, made of one part per job (pingr/storage/): `schema` (the file, day tables,
-views), `writer` (buffer, spool, commits, consistent reads), `queries`, `retention`, `targets`.
+views), `writer` (buffer, spool, commits, consistent reads), `queries`, `retention`, `targets`,
+`metrics` (host and container metric series).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlmodel import SQLModel, create_engine
 
 from pingr.models import Alert
 from pingr.storage import rollup
+from pingr.storage.metrics import MetricSeries
 from pingr.storage.queries import Queries
 from pingr.storage.retention import Retention
 from pingr.storage.schema import MINUTE, RAW, _minute_table, _set_pragmas
@@ -30,7 +32,7 @@ from pingr.timeutil import now_ms
 log = logging.getLogger(__name__)
 
 
-class Store(Queries, Retention, TargetRows):
+class Store(Queries, Retention, TargetRows, MetricSeries):
     """Owns the SQLite file and its spool.
 
     Results are buffered in memory, appended to the spool every `flush_interval` (crash-safe
@@ -104,6 +106,7 @@ class Store(Queries, Retention, TargetRows):
         #: Days (ts // DAY_MS) that have a results / rollup_minute table.
         self._parts: dict[str, list[int]] = {RAW: [], MINUTE: []}
         self._spool_owned = False
+        self._series: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from pingr.storage.tables import ID_SHIFT
+from pingr.storage.tables import ID_SHIFT, SERIES_BASE
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -136,6 +136,36 @@ def backfill(conn: Connection, since_minute: int, since_hour: int
 
 
 Totals = tuple[int, int, int, int, int | None, int | None]
+_AGG = "count, successes, lat_count, lat_sum, lat_min, lat_max"
+
+#: Daily uptime is kept this far back whatever removes the hour rows (the status page's 90
+#: bars): hour rows removed within it (by the size cap, or an hour_retention under 90 days)
+#: are folded into rollup_day first. With the default hour_retention (365 days) and room
+#: under the cap nothing is ever folded: the hour rows answer.
+DAILY_HORIZON_MS = 90 * DAY_MS
+
+_FOLD = f"""
+INSERT INTO rollup_day (bucket, target_pk, {_AGG})
+SELECT bucket - bucket % {DAY_MS}, target_pk, sum(count), sum(successes), sum(lat_count),
+       sum(lat_sum), min(lat_min), max(lat_max)
+FROM rollup_hour WHERE bucket >= :since AND bucket < :edge AND target_pk < {SERIES_BASE}
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (bucket, target_pk) DO UPDATE SET
+  count = count + excluded.count,
+  successes = successes + excluded.successes,
+  lat_count = lat_count + excluded.lat_count,
+  lat_sum = lat_sum + excluded.lat_sum,
+  lat_min = min(coalesce(lat_min, excluded.lat_min), coalesce(excluded.lat_min, lat_min)),
+  lat_max = max(coalesce(lat_max, excluded.lat_max), coalesce(excluded.lat_max, lat_max))
+"""
+
+
+def fold_days(conn: Connection, edge: int, now: int) -> None:
+    """Before the hour rows below `edge` are deleted: add the targets' ones within the daily
+    horizon into rollup_day (in the deleting transaction, so no hour counts twice or never)."""
+    since = now - now % DAY_MS - DAILY_HORIZON_MS
+    if edge > since:
+        conn.execute(text(_FOLD), {"since": since, "edge": edge})
 
 
 def totals(conn: Connection, table: str, since: int, until: int,
@@ -147,6 +177,8 @@ def totals(conn: Connection, table: str, since: int, until: int,
     if pk is not None:
         sql += " AND target_pk = :pk"
         params["pk"] = pk
+    else:
+        sql += f" AND target_pk < {SERIES_BASE}"  # targets only, not metric series
     rows = conn.execute(text(sql + " GROUP BY target_pk"), params).all()
     return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
 
@@ -197,11 +229,13 @@ def window_totals(conn: Connection, since: int, now: int, minute_kept_from: int,
 
 
 def daily(conn: Connection, pk: int, since_day: int) -> dict[int, Totals]:
-    """Per UTC day (epoch ms of midnight) since `since_day`, from the hour table."""
+    """Per UTC day (epoch ms of midnight) since `since_day`, from the hour table and the day
+    table (hours folded when they were removed; an hour is in one or the other)."""
     rows = conn.execute(text(
-        f"SELECT bucket - bucket % {DAY_MS}, sum(count), sum(successes), sum(lat_count), "
-        "sum(lat_sum), min(lat_min), max(lat_max) FROM rollup_hour "
-        "WHERE bucket >= :since AND target_pk = :pk GROUP BY 1"
+        f"SELECT day, sum(count), sum(successes), sum(lat_count), sum(lat_sum), min(lat_min), "
+        f"max(lat_max) FROM (SELECT bucket - bucket % {DAY_MS} AS day, {_AGG} FROM rollup_hour "
+        f"WHERE bucket >= :since AND target_pk = :pk UNION ALL SELECT bucket, {_AGG} "
+        "FROM rollup_day WHERE bucket >= :since AND target_pk = :pk) GROUP BY day"
     ), {"since": since_day, "pk": pk}).all()
     return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
 

@@ -37,11 +37,13 @@ from pingr import __version__, autocerts
 from pingr.access import Authenticator
 from pingr.alertstatus import AlertStatus
 from pingr.collectors.docker import DockerCollector, docker_wanted
+from pingr.collectors.resources import ContainerSampler
 from pingr.collectors.source import Findings
 from pingr.collectors.thresholds import HostCollector
 from pingr.config import Config, check_dependencies, default_targets
 from pingr.configbase import TargetBase
 from pingr.events import EventBroker
+from pingr.executions import Executions
 from pingr.heartbeat import Heartbeats
 from pingr.instance import InstanceLock
 from pingr.keys import KeyRing, create_key, hash_key
@@ -55,6 +57,7 @@ from pingr.outputs.manager import Outputs
 from pingr.paths import database_path, spool_path, state_directory
 from pingr.probes.context import ProbeContext
 from pingr.probes.registry import KINDS, parse_spec
+from pingr.resources import Resources
 from pingr.scheduler import Scheduler
 from pingr.silence import Silences
 from pingr.storage.tables import ApiKeyRow
@@ -151,11 +154,16 @@ class App:
                         if config.metrics.enabled else None)
         # ---- sources besides the scheduler's probes
         self.heartbeats = Heartbeats(config.push, self.store, clock_ms,
-                                     targets=lambda: self.targets.values(), publish=self.publish)
+                                     targets=lambda: self.targets.values(), publish=self.publish,
+                                     executions=Executions(self.store, clock_ms))
         self.ctx.checkins = self.heartbeats
         self.host = HostCollector(config.alerts.thresholds, self.store, clock_ms)
         self.docker = (DockerCollector(config.docker, clock_ms, submit=self.apply_findings)
                        if docker_wanted(config.docker) else None)
+        # ---- history of host and container metrics (fed by the two samplers' jobs)
+        self.resources = Resources(self.store, clock_ms)
+        self.container_stats = (ContainerSampler(self.docker, clock_ms)
+                                if self.docker is not None else None)
         #: Collector source -> the ids of its targets in the monitor.
         self._collected: dict[str, set[str]] = {}
         self.started_at = time.monotonic()
@@ -187,6 +195,7 @@ class App:
             if kind.prepare is not None and wanted:
                 kind.prepare(self.ctx, wanted)  # e.g. IcmpUnavailable with both fixes
         self.silences.load()
+        self.resources.start()
         self._apply(self.monitor.restore(
             targets, self.store.open_alerts(),
             self.store.recent_by_target([t.pk for t in targets if t.enabled]),
@@ -213,8 +222,11 @@ class App:
         self.scheduler.set_job("host", interval, min(COLLECTOR_TIMEOUT, interval),
                                self._collect_host, first_delay=min(1.0, interval))
         if self.docker is not None:
-            self.scheduler.set_job("docker", self.config.docker.resync, COLLECTOR_TIMEOUT,
-                                   self.docker.resync, first_delay=self.config.docker.resync)
+            resync = self.config.docker.resync
+            self.scheduler.set_job("docker", resync, COLLECTOR_TIMEOUT,
+                                   self.docker.resync, first_delay=resync)
+            self.scheduler.set_job("container-stats", resync, COLLECTOR_TIMEOUT,
+                                   self._sample_containers, first_delay=min(5.0, resync))
         loop = asyncio.get_running_loop()
         self.tasks += [
             loop.create_task(self.store.run_writer(), name="store-writer"),
@@ -321,6 +333,11 @@ class App:
 
     async def _collect_host(self) -> None:
         self.apply_findings(await self.host.collect())
+        await self.resources.record_host(self.host.sampler.latest)
+
+    async def _sample_containers(self) -> None:
+        assert self.container_stats is not None
+        await self.resources.record_containers(await self.container_stats.sample())
 
     def _silence_edge(self, event: Event) -> None:
         self._apply(self.monitor.refresh(event))

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlmodel import delete, select
 
+from pingr.executions import DID_NOT_FINISH, Executions
 from pingr.models import Result, Target
 from pingr.monitor import Event
 from pingr.ratelimit import TokenBucket
@@ -54,8 +55,10 @@ class Heartbeats:
 
     def __init__(self, config: PushConfig, store: Store, clock_ms: Callable[[], int],
                  targets: Callable[[], Iterable[Target]],
-                 publish: Callable[[Event], None]) -> None:
+                 publish: Callable[[Event], None], executions: Executions) -> None:
         self.store = store
+        #: Job runs: start ... success/failure/exit code (pingr.executions).
+        self.executions = executions
         self.clock_ms = clock_ms
         self.targets = targets
         self.publish = publish
@@ -71,14 +74,18 @@ class Heartbeats:
             self.rows = {r.target_id: r.model_dump() for r in s.exec(select(HeartbeatRow)).all()}
         for target in self._heartbeat_targets():
             self._row(target)
+        self.executions.load()
 
     async def stop(self) -> None:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+        await self.executions.stop()
 
     def forget(self, target_id: str) -> None:
-        """A deleted target: its check-in row goes too."""
+        """A deleted target: its check-in row and executions go too."""
         self.missed.discard(target_id)
+        if target_id in self.rows:
+            self.executions.forget(target_id)
         if self.rows.pop(target_id, None) is not None:
             self._persist(lambda s: s.exec(delete(HeartbeatRow).where(
                 HeartbeatRow.target_id == target_id)))
@@ -139,6 +146,13 @@ class Heartbeats:
         spec = target.spec
         row = self._row(target)
         now = self.clock_ms()
+        if self.executions.overdue(target.id, spec.grace, now) is not None:
+            # It said it started and said nothing more within its grace: a failure, until
+            # the job reports success.
+            message = f"{DID_NOT_FINISH} within {format_duration(spec.grace)}"
+            log.info("heartbeat %s: %s", target.name, message)
+            row.update(last_success=False, last_message=message, last_start_at=None)
+            self._save(row)
         base = row["last_ping_at"] if row["last_ping_at"] is not None else row["created_at"]
         late_ms = now - base - round((spec.period + spec.grace) * 1000)
         if late_ms > 0:
@@ -191,6 +205,7 @@ class Heartbeats:
         if kind == "start":
             row["last_start_at"] = now
             self._save(row)
+            self.executions.started(target.id, now)
             return Checkin({"ok": True, "target": target.name, "kind": kind},
                            Event("heartbeat.pinged", now, target, data=data), None)
         if latency_ms is None and row["last_start_at"] is not None and success:
@@ -201,6 +216,9 @@ class Heartbeats:
         if not success:
             error = message or (f"exit status {exit_code}" if exit_code is not None
                                 else "the job reported a failure")
+        execution = self.executions.finished(target.id, now, success, exit_code, message)
+        if execution["duration_ms"] is not None:
+            data["started_at"] = execution["started_at"]
         row.update(last_ping_at=now, last_success=success, last_kind=kind, last_message=message,
                    last_start_at=None)
         self._save(row)

@@ -18,6 +18,7 @@ from pingr.api import (
     containers,
     events,
     health,
+    history,
     keys,
     metrics,
     notifications,
@@ -38,7 +39,7 @@ STATUS_PATH = PREFIX + "/alert-status"
 #: `require(scope)`; only health is public.
 ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.router,
            silence.router, events.router, push.router, channels.router, notifications.router,
-           webhooks.router, outputs.router, system.router, containers.router]
+           webhooks.router, outputs.router, system.router, containers.router, history.router]
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -24,6 +24,13 @@ TARGETS = 50
 #: (alerts.thresholds.interval, default 5 s); containers are sampled every docker.resync (60 s).
 HOST_SERIES = ["host:cpu", "host:memory", "host:disk:/", "host:net_rx", "host:net_tx",
                "host:temperature", "host:load"]
+#: Stored values drawn uniformly from these ranges: CPU and memory 0-100 %, disk 20-90 %,
+#: network up to 2 MB/s each way, 40-80 °C, load 0-4 (in their stored units, see above).
+HOST_RANGES = [(0, 10_000), (0, 10_000), (2_000, 9_000), (0, 2_000_000), (0, 2_000_000),
+               (4_000, 8_000), (0, 400)]
+#: Per container, in pingr.resources.CONTAINER_METRICS' order and stored units: CPU 0-200 %,
+#: memory 1 MiB-1 GiB (KiB), network up to 1 MB/s each way.
+CONTAINER_RANGES = [(0, 20_000), (1_024, 1_048_576), (0, 1_000_000), (0, 1_000_000)]
 HOST_EVERY_MS = 5_000
 CONTAINER_EVERY_MS = 60_000
 #: Containers in the "with metrics history" variants (a typical home server's compose stack).
@@ -106,11 +113,14 @@ def simulate(
             store.cleanup()
             next_cleanup += 3_600_000
         if host_pks and ts >= next_host:
-            # Host sampler: CPU, memory, disk, network, temperature, load (pingr.resources).
-            store.add_samples(ts, {pk: rnd.randint(0, 10_000) for pk in host_pks})
+            # Host sampler: CPU, memory, disk, network, temperature, load (pingr.resources),
+            # as stored: hundredths of %, of °C and of the load, bytes/s.
+            store.add_samples(ts, {pk: rnd.randint(lo, hi)
+                                   for pk, (lo, hi) in zip(host_pks, HOST_RANGES, strict=True)})
             next_host += HOST_EVERY_MS
         if container_pks and ts >= next_containers:
-            store.add_samples(ts, {pk: rnd.randint(0, 50_000_000) for pk in container_pks})
+            store.add_samples(ts, {pk: rnd.randint(*CONTAINER_RANGES[i % 4])
+                                   for i, pk in enumerate(container_pks)})
             next_containers += CONTAINER_EVERY_MS
         down = target.pk == 1 and (ts // 60_000) % 360 < 5
         ok = not down and rnd.random() > 0.001

@@ -40,6 +40,7 @@ from pingr.collectors.docker import DockerCollector, docker_wanted
 from pingr.collectors.resources import ContainerSampler
 from pingr.collectors.source import Findings
 from pingr.collectors.thresholds import HostCollector
+from pingr.collectors.timeline import Transition
 from pingr.config import Config, check_dependencies, default_targets
 from pingr.configbase import TargetBase
 from pingr.events import EventBroker
@@ -63,6 +64,7 @@ from pingr.silence import Silences
 from pingr.storage.tables import ApiKeyRow
 from pingr.store import Store
 from pingr.systemd import SdNotify
+from pingr.timeline import ContainerTimeline
 from pingr.timeutil import now_ms
 from pingr.webhooks import Webhooks
 from pingr.writemeter import WriteMeter
@@ -158,7 +160,9 @@ class App:
                                      executions=Executions(self.store, clock_ms))
         self.ctx.checkins = self.heartbeats
         self.host = HostCollector(config.alerts.thresholds, self.store, clock_ms)
-        self.docker = (DockerCollector(config.docker, clock_ms, submit=self.apply_findings)
+        self.timeline = ContainerTimeline(self.store, clock_ms)
+        self.docker = (DockerCollector(config.docker, clock_ms, submit=self.apply_findings,
+                                       observe=self._containers_changed)
                        if docker_wanted(config.docker) else None)
         # ---- history of host and container metrics (fed by the two samplers' jobs)
         self.resources = Resources(self.store, clock_ms)
@@ -244,6 +248,7 @@ class App:
         for name, stop in (("outputs", self.outputs.stop),
                            ("mqtt", self.mqtt.stop if self.mqtt else None),
                            ("docker", self.docker.stop if self.docker else None),
+                           ("timeline", self.timeline.stop),
                            ("webhooks", self.webhooks.stop), ("notify", self.notifier.stop),
                            ("heartbeats", self.heartbeats.stop), ("silences", self.silences.stop)):
             if stop is None:
@@ -330,6 +335,17 @@ class App:
                 self._apply(self.monitor.remove(gone))
         for result in findings.results:
             self.on_result(result)
+
+    def _containers_changed(self, found: list[Transition]) -> None:
+        """Containers changed state or health, or began a restart loop: kept in their
+        timelines and told as container.* events (SSE, webhooks)."""
+        self.timeline.record(found)
+        for t in found:
+            state = self.monitor.state_of(f"container:{t.name}")
+            data = {"container": t.name, "id": t.container_id[:12], "exit_code": t.exit_code,
+                    "detail": t.detail}
+            self.publish(Event(t.event_type, t.ts, state.target if state else None, t.old,
+                               t.new, data=data))
 
     async def _collect_host(self) -> None:
         self.apply_findings(await self.host.collect())

@@ -25,7 +25,9 @@ class Metric:
     """How one metric is kept: its unit and the factor its values are stored with."""
 
     unit: str
-    scale: int  # stored = round(value * scale): integers in the aggregates
+    #: stored = round(value * scale): integers in the aggregates, as small as the precision
+    #: worth keeping allows (a smaller integer is fewer bytes on every row written)
+    scale: float
 
 
 #: Host metrics, `GET /api/v1/system/history?metric=`.
@@ -41,7 +43,7 @@ HOST_METRICS = {
 #: Per-container metrics, `GET /api/v1/containers/{id}/resources/history`.
 CONTAINER_METRICS = {
     "cpu_percent": Metric("%", 100),
-    "memory_bytes": Metric("B", 1),
+    "memory_bytes": Metric("B", 1 / 1024),  # kept in KiB
     "net_rx_bytes_per_s": Metric("B/s", 1),
     "net_tx_bytes_per_s": Metric("B/s", 1),
 }
@@ -79,7 +81,7 @@ def host_values(sample: HostSample) -> dict[str, float]:
     return out
 
 
-def _scale_of(key: str) -> int:
+def _scale_of(key: str) -> float:
     metric = key.split(":")[-1] if key.startswith("container:") else key.split(":")[1]
     spec = CONTAINER_METRICS.get(metric) if key.startswith("container:") else \
         HOST_METRICS.get(metric)
@@ -143,7 +145,9 @@ class Resources:
         scale = _scale_of(key)
 
         def unscale(v: int | None) -> float | None:
-            return None if v is None else (v / scale if scale != 1 else v)
+            if v is None:
+                return None
+            return v / scale if scale > 1 else round(v / scale)
 
         return [{"ts": b, "samples": n, "avg": unscale(avg), "min": unscale(lo),
                  "max": unscale(hi)}

@@ -3,13 +3,20 @@ state transitions and live logs, heartbeat job executions."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import StreamingResponse
 
 from pingr.api.auth import require
 from pingr.api.containers import collector
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
+from pingr.collectors.containers import ContainerNotFound, DockerUnavailable
 from pingr.collectors.docker import DockerCollector
 from pingr.resources import HOST_METRICS, host_key
 from pingr.storage.rollup import HOUR_MS, MINUTE_MS
@@ -162,3 +169,133 @@ async def executions(
     return [{"id": r.id, "started_at": _iso(r.started_at), "ended_at": _iso(r.ended_at),
              "duration_ms": r.duration_ms, "state": r.state, "exit_code": r.exit_code,
              "message": r.message} for r in rows]
+
+
+@router.get("/containers/{ref}/transitions", tags=["containers"],
+            dependencies=[require("read")], responses=errors(400, 404, 503, *AUTH_ERRORS))
+async def container_transitions(
+    ref: str, app: AppDep,
+    limit: Annotated[int, Query(description="1 to 1000; larger values are clamped")] = 100,
+) -> list[dict[str, Any]]:
+    """A container's timeline, newest first: each change of `state` (created, running,
+    restarting, exited with its exit code, removed, …) and `health` (starting, healthy,
+    unhealthy with the check's output) as the collector saw it, and `restart_loop` when the
+    crash-loop rule (docker.crash_loop) fired. Kept by name (the newest 1,000), so a removed
+    or re-created container's history stays."""
+    if limit < 1:
+        raise HTTPException(400, f"limit must be at least 1, got {limit}")
+    docker: DockerCollector | None = app.docker
+    if docker is None:
+        collector(app)  # 503 with the reason
+    assert docker is not None
+    name, known = ref.lstrip("/"), False
+    if docker.available:
+        try:
+            name, known = docker.find(ref).name, True
+        except ContainerNotFound:
+            pass
+    items = await app.timeline.list(name, min(limit, 1000))
+    if not items and not known:
+        if not docker.available:
+            raise HTTPException(503, f"Docker unavailable: {docker.error}")
+        raise HTTPException(404, f"no container {ref!r}")
+    return [{**item, "ts": _iso(item["ts"])} for item in items]
+
+
+#: Longest log line sent as one event (a container printing megabytes without a newline must
+#: not hold that much in memory per client).
+MAX_LINE = 16 * 1024
+#: Log chunks read ahead of a slow client before the engine's stream is made to wait.
+LOG_QUEUE = 256
+
+
+@router.get("/containers/{ref}/logs/stream", tags=["containers"],
+            dependencies=[require("read")], response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "`event: log` with `data: {\"line\": …}` per line; "
+                                            "`event: end` when the container stops"},
+                       **errors(400, 404, 409, 503, *AUTH_ERRORS)})
+async def container_logs_stream(
+    ref: str, app: AppDep, d: Annotated[DockerCollector, Depends(collector)],
+    tail: Annotated[int, Query(description="lines from before the stream begins, 0 to 1000")]
+    = 10,
+) -> StreamingResponse:
+    """A container's log (stdout and stderr) live, as Server-Sent Events. The stream ends by
+    itself (`event: end`) when the container stops, and is closed at once when the client
+    leaves or pingr stops."""
+    if not 0 <= tail <= 1000:
+        raise HTTPException(400, f"tail must be between 0 and 1000, got {tail}")
+    try:
+        info = d.find(ref)
+    except ContainerNotFound:
+        raise HTTPException(404, f"no container {ref!r}") from None
+    except DockerUnavailable as exc:
+        raise HTTPException(503, f"Docker unavailable: {exc}") from None
+    if info.state != "running":
+        raise HTTPException(409, f"container {info.name} is not running ({info.state})")
+    try:
+        stream = await asyncio.to_thread(d.client.api.logs, info.id, stdout=True, stderr=True,
+                                         stream=True, follow=True, tail=tail)
+    except Exception as exc:  # removed or stopped meanwhile, engine gone
+        raise HTTPException(503, f"Docker unavailable: {exc}") from None
+    return StreamingResponse(_log_events(stream, info.name, lambda: app.stopping),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _log_events(stream: Any, name: str, stopping: Callable[[], bool]
+                      ) -> AsyncIterator[bytes]:
+    """Lines of the engine's log stream as SSE; the engine's stream is read on a thread
+    that waits while the client is slow (bounded), and is closed when this generator ends."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(LOG_QUEUE)
+    closed = threading.Event()
+
+    def pump() -> None:
+        end: BaseException | None = None
+        try:
+            for chunk in stream:
+                if closed.is_set():
+                    return
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, not lost
+            end = exc
+        if not closed.is_set():
+            with contextlib.suppress(RuntimeError):  # the loop is already gone at shutdown
+                asyncio.run_coroutine_threadsafe(queue.put(end), loop)
+
+    threading.Thread(target=pump, name=f"docker-logs-{name}", daemon=True).start()
+    partial = b""
+    try:
+        yield b"retry: 3000\n: connected\n\n"
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), 0.5)
+            except TimeoutError:
+                if stopping():
+                    yield _sse("end", {"reason": "pingr is stopping"})
+                    return
+                continue
+            if item is None or isinstance(item, BaseException):
+                if partial:
+                    yield _sse("log", {"line": partial.decode("utf-8", "replace")})
+                reason = "the container stopped" if item is None else f"stream failed: {item}"
+                yield _sse("end", {"reason": reason})
+                return
+            partial += item
+            *lines, partial = partial.split(b"\n")
+            if len(partial) > MAX_LINE:
+                lines.append(partial)
+                partial = b""
+            for line in lines:
+                yield _sse("log", {"line": line[:MAX_LINE].decode("utf-8", "replace")})
+    finally:
+        closed.set()
+        with contextlib.suppress(Exception):
+            stream.close()  # unblocks the pump thread's read
+        while not queue.empty():  # and a put it may be waiting on
+            queue.get_nowait()

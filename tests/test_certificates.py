@@ -186,3 +186,66 @@ async def test_expiring_certificate_warns_without_an_alarm(tmp_path, servers):
             assert len(sink.json("/n")) == 3
     finally:
         sink.close()
+
+
+def test_policy_tells_a_warning_once_and_its_end_only_on_a_certificate_read():
+    from pingr.models import Result
+    from pingr.monitor import UP, TargetState
+    from pingr.notify.policy import Channel, Policy
+    from pingr.settings import NotifySettings
+
+    cert = t(1, name="nas certificate", type="tls", host="nas.lan")
+    both = Channel(1, "all", "json://x", ["alert", "recovery"], [], [])
+    alerts_only = Channel(2, "alerts", "json://y", ["alert"], [], [])
+    channels = {1: both, 2: alerts_only}
+    policy = Policy(NotifySettings())
+    state = TargetState(cert, status=UP, warning="certificate expires in 3.0 days (on x)")
+    state.last = Result(cert.id, 1, True, metrics={"warning": True})
+    muted = [True]
+    assert policy.evaluate([state], channels, lambda target: muted[0], 1) == []  # silenced
+    muted[0] = False
+    told = policy.evaluate([state], channels, lambda target: False, 2)
+    assert [(i.channel.name, i.kind, i.alert.last_error) for i in told] == [
+        ("all", "certificate.alert", state.warning),
+        ("alerts", "certificate.alert", state.warning)]
+    assert policy.evaluate([state], channels, lambda target: False, 3) == []  # once
+    # A restart: nothing known until the first probe; that is not a renewal.
+    after = Policy(NotifySettings())
+    after.warned = set(policy.warned)
+    unknown = TargetState(cert, status=UP)
+    unknown.last = Result(cert.id, 4, True)  # restored from the raw row: no metrics
+    assert after.evaluate([unknown], channels, lambda target: False, 4) == []
+    renewed = TargetState(cert, status=UP)
+    renewed.last = Result(cert.id, 5, True, metrics={"warning": False, "days_left": 89.0})
+    told = after.evaluate([renewed], channels, lambda target: False, 5)
+    assert [(i.channel.name, i.kind) for i in told] == [("all", "certificate.recovery")]
+    assert after.warned == set()
+
+
+async def test_mqtt_carries_days_left_and_the_warning(tmp_path, servers):
+    import json
+
+    from tests.mqttbroker import Broker, Recorder
+    from tests.test_mqtt import mqtt_config
+
+    soon = servers("soon")
+    broker = Broker(tmp_path).start()
+    recorder = Recorder(broker.port)
+    try:
+        cfg = make_config(tmp_path, mqtt=mqtt_config(broker), targets=[
+            {"name": "shop", "type": "http", "url": f"https://127.0.0.1:{soon.port}/",
+             "verify_tls": False, "interval": "2s"}])
+        async with running_app(cfg) as r:
+            cert = r.app.monitor.target_named(f"127.0.0.1:{soon.port} certificate")
+            payload = json.loads(await recorder.wait(
+                f"pingr/testpi/target/{cert.id}", lambda p: json.loads(p).get("warning")))
+            assert payload["state"] == "up" and payload["days_left"] in (2, 3)
+            assert payload["warning"].startswith("certificate expires in")
+            status = json.loads(await recorder.wait(
+                "pingr/testpi/alert_status", lambda p: "warnings" in json.loads(p)))
+            assert status["alert"] is False and status["warnings"] == [cert.name]
+            shop = r.app.monitor.target_named("shop")
+            assert "days_left" not in json.loads(recorder.last(f"pingr/testpi/target/{shop.id}"))
+    finally:
+        recorder.close()
+        broker.stop()

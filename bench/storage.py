@@ -199,6 +199,30 @@ def summary_timing(db: Path, now_ms: int, runs: int = 21) -> tuple[float, float,
     return median(all_t), median(one_t), hour_rows
 
 
+def without_series(db: Path, out: Path) -> None:
+    """A copy of `db` without the metric series' aggregates (as if pingr kept no metrics
+    history), vacuumed so its pages are laid out as if they had never been there."""
+    import sqlite3
+
+    from pingr.storage.tables import SERIES_BASE
+
+    shutil.copy(db, out)
+    for suffix in ("-wal", "-shm"):
+        if Path(str(db) + suffix).exists():
+            shutil.copy(str(db) + suffix, str(out) + suffix)
+    conn = sqlite3.connect(out)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND "
+            "(name = 'rollup_hour' OR name LIKE 'rollup_minute_d%')")]
+        for table in tables:
+            conn.execute(f"DELETE FROM {table} WHERE target_pk >= ?", (SERIES_BASE,))
+        conn.commit()
+        conn.execute("VACUUM")
+    finally:
+        conn.close()
+
+
 def main(hours: float = 3.0, days: int = 30) -> dict:
     """Database size over `days`, then the write budget of one more day from that state."""
     out: dict = {}
@@ -225,6 +249,19 @@ def main(hours: float = 3.0, days: int = 30) -> dict:
             f"{rows:,} (raw rows it replaces: {TARGETS * 2880 * 30:,})",
         )
         row("simulation wall time", f"{time.monotonic() - t0:.0f} s")
+        # What the series cost readers: the same database without them, timed alternately.
+        bare = work / "bare.db"
+        without_series(base, bare)
+        timings: dict[str, list[tuple[float, float]]] = {"with": [], "without": []}
+        for _ in range(3):
+            timings["with"].append(summary_timing(base, end)[:2])
+            timings["without"].append(summary_timing(bare, end)[:2])
+        for label, runs in timings.items():
+            row(f"30-day /summary all / one, {label} the series (3 alternated runs)",
+                f"{median([a for a, _ in runs]):.1f} / {median([o for _, o in runs]):.1f} ms")
+        out["db"]["summary_alternated"] = {k: v for k, v in timings.items()}
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(bare) + suffix).unlink(missing_ok=True)
 
         heading(
             f"Write budget: {TARGETS} targets at 30 s, {hours:g} simulated hours from "

@@ -4,7 +4,6 @@ grace is a failure, "started but did not finish"."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +25,10 @@ DID_NOT_FINISH = "started but did not finish"
 class Executions:
     """Open executions in memory (one per target at most), every execution in the database.
 
-    Writes go to the store's writer thread in the order they were made, so a read through it
-    (`list`) sees every execution recorded before it.
+    A change is not written by itself: it waits in `take()` for the heartbeat part, which
+    writes it in the transaction that saves the ping (one commit per ping, as before
+    executions existed). Writes go to the store's writer thread in the order they were made,
+    so a read through it (`list`) sees every execution recorded before it.
     """
 
     def __init__(self, store: Store, clock_ms: Callable[[], int]) -> None:
@@ -35,7 +36,7 @@ class Executions:
         self.clock_ms = clock_ms
         #: target id -> started_at (ms) of its running execution
         self.running: dict[str, int] = {}
-        self._writes: set[asyncio.Task[Any]] = set()
+        self._pending: list[Callable[[Session], Any]] = []
 
     def load(self) -> None:
         """Executions left running when pingr stopped go on running (the job may still)."""
@@ -43,19 +44,13 @@ class Executions:
             rows = s.exec(select(JobExecutionRow).where(JobExecutionRow.state == RUNNING)).all()
         self.running = {r.target_id: r.started_at for r in rows if r.started_at is not None}
 
-    async def stop(self) -> None:
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+    def take(self) -> list[Callable[[Session], Any]]:
+        """The writes waiting, in order (the caller runs them in its transaction)."""
+        out, self._pending = self._pending, []
+        return out
 
     def _persist(self, fn: Callable[[Session], Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self.store.write(fn))
-        self._writes.add(task)
-        task.add_done_callback(self._written)
-
-    def _written(self, task: asyncio.Task[Any]) -> None:
-        self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("saving a job execution failed: %s", task.exception())
+        self._pending.append(fn)
 
     # ------------------------------------------------------------------ recording
 
@@ -113,7 +108,7 @@ class Executions:
         return started
 
     def forget(self, target_id: str) -> None:
-        """A deleted target: its executions go too."""
+        """A deleted target: its executions go too (with the caller's next write)."""
         self.running.pop(target_id, None)
         self._persist(lambda s: s.execute(
             text("DELETE FROM job_executions WHERE target_id = :t"), {"t": target_id}))

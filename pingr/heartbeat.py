@@ -79,14 +79,12 @@ class Heartbeats:
     async def stop(self) -> None:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
-        await self.executions.stop()
 
     def forget(self, target_id: str) -> None:
         """A deleted target: its check-in row and executions go too."""
         self.missed.discard(target_id)
-        if target_id in self.rows:
-            self.executions.forget(target_id)
         if self.rows.pop(target_id, None) is not None:
+            self.executions.forget(target_id)
             self._persist(lambda s: s.exec(delete(HeartbeatRow).where(
                 HeartbeatRow.target_id == target_id)))
 
@@ -118,7 +116,14 @@ class Heartbeats:
         return found
 
     def _persist(self, fn: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self.store.write(fn))
+        # Job executions changed by this ping ride the same transaction (one commit a ping).
+        writes = [*self.executions.take(), fn]
+
+        def work(s: Any) -> None:
+            for write in writes:
+                write(s)
+
+        task = asyncio.get_running_loop().create_task(self.store.write(work))
         self._writes.add(task)
         task.add_done_callback(self._written)
 
@@ -204,8 +209,8 @@ class Heartbeats:
         data: dict[str, Any] = {"kind": kind}
         if kind == "start":
             row["last_start_at"] = now
-            self._save(row)
             self.executions.started(target.id, now)
+            self._save(row)
             return Checkin({"ok": True, "target": target.name, "kind": kind},
                            Event("heartbeat.pinged", now, target, data=data), None)
         if latency_ms is None and row["last_start_at"] is not None and success:

@@ -1,6 +1,6 @@
 """Container timelines: every change of state or health (and each restart loop), kept per
-container name, written in small batches (a container flapping every second must not cost a
-commit per change)."""
+container name, written in batches (a container flapping every second must not cost a commit
+per change)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from pingr.store import Store
 
 log = logging.getLogger(__name__)
 
-#: Transitions wait in memory at most this long before they are written (one commit).
-FLUSH_AFTER = 30.0
+#: Transitions wait in memory at most this long before they are written (one commit): a
+#: container in a crash loop changes every few seconds, and a commit costs whole pages of
+#: card writes. Reads see the waiting ones; a crash loses at most this much of the timeline.
+FLUSH_AFTER = 300.0
 #: Transitions kept per container name (older ones are deleted as new ones come).
 KEEP = 1000
 #: Transitions held in memory while the disk refuses writes (the oldest are dropped).

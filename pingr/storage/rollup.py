@@ -168,17 +168,34 @@ def fold_days(conn: Connection, edge: int, now: int) -> None:
         conn.execute(text(_FOLD), {"since": since, "edge": edge})
 
 
+#: Every hour bucket in [:since, :until). Joined to rollup_hour with one target's key, each
+#: (bucket, target) row is one seek of the primary key: a range scan would read every target's
+#: and every metric series' rows of those hours (~100 per hour) to keep one (4x faster at 30
+#: days with 50 targets and 47 series).
+_HOURS = (f"WITH RECURSIVE h(b) AS (SELECT :first WHERE :first < :until "
+          f"UNION ALL SELECT b + {HOUR_MS} FROM h WHERE b + {HOUR_MS} < :until) ")
+
+
+def _one_target_hours(since: int, until: int) -> dict[str, int]:
+    return {"first": -(-since // HOUR_MS) * HOUR_MS, "until": until}
+
+
 def totals(conn: Connection, table: str, since: int, until: int,
            pk: int | None = None) -> dict[int, Totals]:
     """Per target: (count, successes, lat_count, lat_sum, lat_min, lat_max) in [since, until)."""
-    sql = (f"SELECT target_pk, sum(count), sum(successes), sum(lat_count), sum(lat_sum), "
-           f"min(lat_min), max(lat_max) FROM {table} WHERE bucket >= :since AND bucket < :until")
+    agg = ("SELECT target_pk, sum(count), sum(successes), sum(lat_count), sum(lat_sum), "
+           "min(lat_min), max(lat_max)")
     params: dict[str, Any] = {"since": since, "until": until}
-    if pk is not None:
-        sql += " AND target_pk = :pk"
-        params["pk"] = pk
+    if pk is not None and table == "rollup_hour":
+        sql = f"{_HOURS}{agg} FROM h JOIN rollup_hour ON bucket = b AND target_pk = :pk"
+        params.update(_one_target_hours(since, until), pk=pk)
     else:
-        sql += f" AND target_pk < {SERIES_BASE}"  # targets only, not metric series
+        sql = f"{agg} FROM {table} WHERE bucket >= :since AND bucket < :until"
+        if pk is not None:
+            sql += " AND target_pk = :pk"
+            params["pk"] = pk
+        else:
+            sql += f" AND target_pk < {SERIES_BASE}"  # targets only, not metric series
     rows = conn.execute(text(sql + " GROUP BY target_pk"), params).all()
     return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
 
@@ -231,18 +248,26 @@ def window_totals(conn: Connection, since: int, now: int, minute_kept_from: int,
 def daily(conn: Connection, pk: int, since_day: int) -> dict[int, Totals]:
     """Per UTC day (epoch ms of midnight) since `since_day`, from the hour table and the day
     table (hours folded when they were removed; an hour is in one or the other)."""
+    newest = conn.execute(text("SELECT max(bucket) FROM rollup_hour")).scalar()
+    until = (newest or since_day) + 1
     rows = conn.execute(text(
-        f"SELECT day, sum(count), sum(successes), sum(lat_count), sum(lat_sum), min(lat_min), "
-        f"max(lat_max) FROM (SELECT bucket - bucket % {DAY_MS} AS day, {_AGG} FROM rollup_hour "
-        f"WHERE bucket >= :since AND target_pk = :pk UNION ALL SELECT bucket, {_AGG} "
-        "FROM rollup_day WHERE bucket >= :since AND target_pk = :pk) GROUP BY day"
-    ), {"since": since_day, "pk": pk}).all()
+        f"{_HOURS}SELECT day, sum(count), sum(successes), sum(lat_count), sum(lat_sum), "
+        f"min(lat_min), max(lat_max) FROM (SELECT bucket - bucket % {DAY_MS} AS day, {_AGG} "
+        f"FROM h JOIN rollup_hour ON bucket = b AND target_pk = :pk UNION ALL "
+        f"SELECT bucket, {_AGG} FROM rollup_day WHERE bucket >= :since AND target_pk = :pk) "
+        "GROUP BY day"
+    ), {"since": since_day, "pk": pk, **_one_target_hours(since_day, until)}).all()
     return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
 
 
 def series(conn: Connection, table: str, pk: int, since: int, until: int) -> list[tuple[Any, ...]]:
     """Buckets of one target in [since, until], oldest first (for graphs)."""
+    columns = "bucket, count, successes, lat_count, lat_sum, lat_min, lat_max"
+    if table == "rollup_hour":
+        return list(conn.execute(text(
+            f"{_HOURS}SELECT {columns} FROM h JOIN rollup_hour ON bucket = b AND target_pk = :pk "
+            "ORDER BY bucket"), {"pk": pk, **_one_target_hours(since, until + 1)}).all())
     return list(conn.execute(text(
-        f"SELECT bucket, count, successes, lat_count, lat_sum, lat_min, lat_max FROM {table} "
+        f"SELECT {columns} FROM {table} "
         "WHERE bucket >= :since AND bucket <= :until AND target_pk = :pk ORDER BY bucket"
     ), {"since": since, "until": until, "pk": pk}).all())

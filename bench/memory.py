@@ -116,7 +116,7 @@ def main(seconds: int = 120, interval: str = "5s") -> dict:
         )
         samples: list[tuple[float, int]] = []
         try:
-            wait_port(port)
+            wait_port(port, timeout=60.0)  # a loaded machine imports slowly
             proc = psutil.Process(pingr.pid)
             t0 = time.monotonic()
             while time.monotonic() - t0 < seconds:

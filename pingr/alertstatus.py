@@ -61,6 +61,9 @@ def _tail(snap: Snapshot) -> dict[str, Any]:
     if snap.problems:
         # The appliance runs degraded (e.g. its relays cannot switch): said, never hidden.
         out["degraded"] = list(snap.problems)
+    if snap.warnings:
+        # Up, but a certificate expires soon: worth a look, never an alarm (`alert` ignores it).
+        out["warnings"] = list(snap.warnings)
     return out
 
 
@@ -73,7 +76,8 @@ def body(snap: Snapshot, generated: float | None = None) -> dict[str, Any]:
 def situation(snap: Snapshot) -> tuple[Any, ...]:
     """What a poller acts on: everything in the body but the counters and the timestamp."""
     return (snap.alert, tuple((f.name, f.status, f.threshold) for f in snap.failing),
-            snap.stale, snap.acknowledged, snap.silenced, snap.unreachable, snap.problems)
+            snap.stale, snap.acknowledged, snap.silenced, snap.unreachable, snap.problems,
+            snap.warnings)
 
 
 def etag(snap: Snapshot) -> str:

@@ -37,15 +37,18 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import select
 
-from pingr import __version__
+from pingr import __version__, autocerts
 from pingr.access import Authenticator
 from pingr.alertstatus import AlertStatus
 from pingr.collectors.docker import DockerCollector, docker_wanted
+from pingr.collectors.resources import ContainerSampler
 from pingr.collectors.source import Findings
 from pingr.collectors.thresholds import HostCollector
+from pingr.collectors.timeline import Transition
 from pingr.config import Config, check_dependencies, default_targets
 from pingr.configbase import TargetBase
 from pingr.events import EventBroker
+from pingr.executions import Executions
 from pingr.fleet.config import FLEET_SOURCE
 from pingr.fleet.member import Fleet
 from pingr.heartbeat import Heartbeats
@@ -62,11 +65,13 @@ from pingr.outputs.manager import Outputs
 from pingr.paths import database_path, spool_path, state_directory
 from pingr.probes.context import ProbeContext
 from pingr.probes.registry import KINDS, parse_spec
+from pingr.resources import Resources
 from pingr.scheduler import Scheduler
 from pingr.silence import Silences
 from pingr.storage.tables import ApiKeyRow
 from pingr.store import Store
 from pingr.systemd import SdNotify
+from pingr.timeline import ContainerTimeline
 from pingr.timeutil import now_ms
 from pingr.validation import ALIASES, describe
 from pingr.webhooks import Webhooks
@@ -175,11 +180,18 @@ class App:
                         if config.metrics.enabled else None)
         # ---- sources besides the scheduler's probes
         self.heartbeats = Heartbeats(config.push, self.store, clock_ms,
-                                     targets=lambda: self.targets.values(), publish=self.publish)
+                                     targets=lambda: self.targets.values(), publish=self.publish,
+                                     executions=Executions(self.store, clock_ms))
         self.ctx.checkins = self.heartbeats
         self.host = HostCollector(config.alerts.thresholds, self.store, clock_ms)
-        self.docker = (DockerCollector(config.docker, clock_ms, submit=self.apply_findings)
+        self.timeline = ContainerTimeline(self.store, clock_ms)
+        self.docker = (DockerCollector(config.docker, clock_ms, submit=self.apply_findings,
+                                       observe=self._containers_changed)
                        if docker_wanted(config.docker) else None)
+        # ---- history of host and container metrics (fed by the two samplers' jobs)
+        self.resources = Resources(self.store, clock_ms)
+        self.container_stats = (ContainerSampler(self.docker, clock_ms)
+                                if self.docker is not None else None)
         #: Collector source -> the ids of its targets in the monitor.
         self._collected: dict[str, set[str]] = {}
         self.started_at = time.monotonic()
@@ -203,12 +215,17 @@ class App:
         self.store.open()
         specs = self.config.targets or default_targets(self.port)
         targets = self.store.reconcile(specs, self.clock_ms())
+        todo = autocerts.plan(targets)
+        if todo:  # HTTPS targets came or went while we were stopped
+            await self.store.write(lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
+            targets = self.store.load_targets()
         self.targets = {t.id: t for t in targets}
         for name, kind in KINDS.items():
             wanted = [t for t in targets if t.enabled and t.spec.type == name]
             if kind.prepare is not None and wanted:
                 kind.prepare(self.ctx, wanted)  # e.g. IcmpUnavailable with both fixes
         self.silences.load()
+        self.resources.start()
         self._apply(self.monitor.restore(
             targets, self.store.open_alerts(),
             self.store.recent_by_target([t.pk for t in targets if t.enabled]),
@@ -242,8 +259,11 @@ class App:
         self.scheduler.set_job("host", interval, min(COLLECTOR_TIMEOUT, interval),
                                self._collect_host, first_delay=min(1.0, interval))
         if self.docker is not None:
-            self.scheduler.set_job("docker", self.config.docker.resync, COLLECTOR_TIMEOUT,
-                                   self.docker.resync, first_delay=self.config.docker.resync)
+            resync = self.config.docker.resync
+            self.scheduler.set_job("docker", resync, COLLECTOR_TIMEOUT,
+                                   self.docker.resync, first_delay=resync)
+            self.scheduler.set_job("container-stats", resync, COLLECTOR_TIMEOUT,
+                                   self._sample_containers, first_delay=min(5.0, resync))
         if self.fleet is not None:
             tick = self.fleet.tick_seconds
             self.scheduler.set_job("fleet", tick, COLLECTOR_TIMEOUT, self.fleet.tick,
@@ -266,6 +286,7 @@ class App:
                            ("mqtt", self.mqtt.stop if self.mqtt else None),
                            ("fleet", self.fleet.stop if self.fleet else None),
                            ("docker", self.docker.stop if self.docker else None),
+                           ("timeline", self.timeline.stop),
                            ("webhooks", self.webhooks.stop), ("notify", self.notifier.stop),
                            ("heartbeats", self.heartbeats.stop), ("silences", self.silences.stop)):
             if stop is None:
@@ -433,8 +454,24 @@ class App:
         if reconsider:
             self._apply(self.monitor.reconsider())
 
+    def _containers_changed(self, found: list[Transition]) -> None:
+        """Containers changed state or health, or began a restart loop: kept in their
+        timelines and told as container.* events (SSE, webhooks)."""
+        self.timeline.record(found)
+        for t in found:
+            state = self.monitor.state_of(f"container:{t.name}")
+            data = {"container": t.name, "id": t.container_id[:12], "exit_code": t.exit_code,
+                    "detail": t.detail}
+            self.publish(Event(t.event_type, t.ts, state.target if state else None, t.old,
+                               t.new, data=data))
+
     async def _collect_host(self) -> None:
         self.apply_findings(await self.host.collect())
+        await self.resources.record_host(self.host.sampler.latest)
+
+    async def _sample_containers(self) -> None:
+        assert self.container_stats is not None
+        await self.resources.record_containers(await self.container_stats.sample())
 
     def _silence_edge(self, event: Event) -> None:
         self._apply(self.monitor.refresh(event))
@@ -559,9 +596,29 @@ class App:
         target = await self.store.write(lambda s: self.store.insert_target(s, spec, "api", ts))
         self._set_target(target)
         log.info("target %r added", target.name)
+        await self._sync_certificates()
         return target
 
+    def _not_automatic(self, target: Target) -> None:
+        if target.source == autocerts.AUTO:
+            raise AppError(409, f"{target.name!r} is checked automatically for the HTTPS "
+                                "targets on its host and port: change or delete those, or add "
+                                "a tls target of your own for it")
+
+    async def _sync_certificates(self) -> None:
+        """Make the automatic certificate checks follow the HTTPS targets (pingr.autocerts)."""
+        todo = autocerts.plan(self.targets.values())
+        if not todo:
+            return
+        saved, removed = await self.store.write(
+            lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
+        for target in removed:
+            await self._forget_target(target)
+        for target in saved:
+            self._set_target(target)
+
     async def update_target(self, target: Target, changes: dict[str, Any]) -> Target:
+        self._not_automatic(target)
         data = {**target.spec.model_dump(), **changes}
         for long, (short, _) in ALIASES.items():
             if short in changes and long not in changes:
@@ -577,19 +634,26 @@ class App:
         ts = self.clock_ms()
         new = await self.store.write(lambda s: self.store.update_target(s, target.pk, spec, ts))
         self._set_target(new)
+        await self._sync_certificates()
         return new
 
     async def delete_target(self, target: Target) -> None:
+        self._not_automatic(target)
         dependants = [t.name for t in self.targets.values() if t.spec.depends_on == target.name]
         if dependants:
             raise AppError(409, f"targets depend on {target.name!r}: {', '.join(dependants)}")
         await self.store.write(lambda s: self.store.delete_target(s, target.pk))
+        await self._forget_target(target)
+        log.info("target %r deleted", target.name)
+        await self._sync_certificates()
+
+    async def _forget_target(self, target: Target) -> None:
+        """A target deleted from the database leaves the scheduler, the monitor, the parts."""
         self.targets.pop(target.id, None)
         self.scheduler.remove(target.id)
         self._apply(self.monitor.remove(target.id))
         self.heartbeats.forget(target.id)
         await self.store.forget(target.pk)
-        log.info("target %r deleted", target.name)
 
     def _set_target(self, target: Target) -> None:
         self.targets[target.id] = target

@@ -23,6 +23,8 @@ EVENT_TYPES = (
     "target.check_result", "target.down", "target.up", "target.unreachable", "target.paused",
     "target.deleted", "alert.acknowledged", "monitor.stale", "monitor.fresh",
     "heartbeat.pinged", "heartbeat.missed", "silence.changed",
+    "certificate.alert", "certificate.recovery",
+    "container.state_changed", "container.health_changed", "container.restart_alert",
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlmodel import delete, select
 
+from pingr.executions import DID_NOT_FINISH, Executions
 from pingr.models import Result, Target
 from pingr.monitor import Event
 from pingr.ratelimit import TokenBucket
@@ -54,8 +55,10 @@ class Heartbeats:
 
     def __init__(self, config: PushConfig, store: Store, clock_ms: Callable[[], int],
                  targets: Callable[[], Iterable[Target]],
-                 publish: Callable[[Event], None]) -> None:
+                 publish: Callable[[Event], None], executions: Executions) -> None:
         self.store = store
+        #: Job runs: start ... success/failure/exit code (pingr.executions).
+        self.executions = executions
         self.clock_ms = clock_ms
         self.targets = targets
         self.publish = publish
@@ -73,15 +76,17 @@ class Heartbeats:
             self.rows = {r.target_id: r.model_dump() for r in s.exec(select(HeartbeatRow)).all()}
         for target in self._heartbeat_targets():
             self._row(target)
+        self.executions.load()
 
     async def stop(self) -> None:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
     def forget(self, target_id: str) -> None:
-        """A deleted target: its check-in row goes too."""
+        """A deleted target: its check-in row and executions go too."""
         self.missed.discard(target_id)
         if self.rows.pop(target_id, None) is not None:
+            self.executions.forget(target_id)
             self._persist(lambda s: s.exec(delete(HeartbeatRow).where(
                 HeartbeatRow.target_id == target_id)))
 
@@ -124,7 +129,14 @@ class Heartbeats:
                 raise RuntimeError("heartbeats are not started")
             loop.call_soon_threadsafe(self._persist, fn)
             return
-        task = loop.create_task(self.store.write(fn))
+        # Job executions changed by this ping ride the same transaction (one commit a ping).
+        writes = [*self.executions.take(), fn]
+
+        def work(s: Any) -> None:
+            for write in writes:
+                write(s)
+
+        task = loop.create_task(self.store.write(work))
         self._writes.add(task)
         task.add_done_callback(self._written)
 
@@ -152,6 +164,13 @@ class Heartbeats:
         spec = target.spec
         row = self._row(target)
         now = self.clock_ms()
+        if self.executions.overdue(target.id, spec.grace, now) is not None:
+            # It said it started and said nothing more within its grace: a failure, until
+            # the job reports success.
+            message = f"{DID_NOT_FINISH} within {format_duration(spec.grace)}"
+            log.info("heartbeat %s: %s", target.name, message)
+            row.update(last_success=False, last_message=message, last_start_at=None)
+            self._save(row)
         base = row["last_ping_at"] if row["last_ping_at"] is not None else row["created_at"]
         late_ms = now - base - round((spec.period + spec.grace) * 1000)
         if late_ms > 0:
@@ -203,6 +222,7 @@ class Heartbeats:
         data: dict[str, Any] = {"kind": kind}
         if kind == "start":
             row["last_start_at"] = now
+            self.executions.started(target.id, now)
             self._save(row)
             return Checkin({"ok": True, "target": target.name, "kind": kind},
                            Event("heartbeat.pinged", now, target, data=data), None)
@@ -214,6 +234,9 @@ class Heartbeats:
         if not success:
             error = message or (f"exit status {exit_code}" if exit_code is not None
                                 else "the job reported a failure")
+        execution = self.executions.finished(target.id, now, success, exit_code, message)
+        if execution["duration_ms"] is not None:
+            data["started_at"] = execution["started_at"]
         row.update(last_ping_at=now, last_success=success, last_kind=kind, last_message=message,
                    last_start_at=None)
         self._save(row)

@@ -30,6 +30,9 @@ class TargetState:
     last: Result | None = None
     changed_ms: int = 0
     alert: Alert | None = None
+    #: A certificate's expiry warning ("certificate expires in 3.5 days (…)") while it is
+    #: within warn_days or expired; None when fine or not known yet (no certificate read).
+    warning: str | None = None
 
     @property
     def acknowledged(self) -> bool:
@@ -73,6 +76,8 @@ class Snapshot:
     statuses: dict[str, str]
     tags: dict[str, tuple[str, ...]]
     silenced: tuple[str, ...] = ()  # down but muted by a silence: not failing, no sound
+    #: Up, but with a certificate near (or past) its expiry: a notice, not an alarm.
+    warnings: tuple[str, ...] = ()
     #: The appliance itself works: probes finish on time (pingr.liveness); drives the dead-man
     #: output and the systemd watchdog.
     healthy: bool = True
@@ -134,6 +139,17 @@ class _Step:
             return NO_CHANGE
         return Change(tuple(self.events), tuple(self.alerts), self.situation, self.targets,
                       self.urgent, self.statuses)
+
+
+def certificate_warning(metrics: dict[str, object]) -> str | None:
+    """The expiry warning of a TLS result's metrics, or None when the certificate is fine."""
+    if metrics.get("expired"):
+        return f"certificate expired on {metrics.get('not_after')}"
+    if metrics.get("warning"):
+        days = metrics.get("days_left")
+        left = f"{days:.1f} days" if isinstance(days, int | float) else "a few days"
+        return f"certificate expires in {left} (on {metrics.get('not_after')})"
+    return None
 
 
 class Monitor:
@@ -259,6 +275,8 @@ class Monitor:
         adopted = self._unclaimed.pop(target.id, None)
         if adopted is not None and old is None and target.enabled:
             state.alert, state.status = adopted, DOWN  # restored: no second alert
+        if old is not None and target.enabled:
+            state.warning = old.warning  # the certificate is the same until probed again
         if old is not None and old.alert is not None:
             if target.enabled:
                 state.alert, state.status = old.alert, old.status
@@ -298,9 +316,11 @@ class Monitor:
             self.last_result_ms = result.ts
         state.last = result
         old = state.status
-        if result.success and old == UP and not state.failures:
+        if (result.success and old == UP and not state.failures
+                and (not result.metrics or "warning" not in result.metrics)):
             state.successes += 1
-            return NO_CHANGE  # the common case: still fine, nothing to build
+            return NO_CHANGE  # the common case: still fine, nothing to build (a certificate
+            # read, which may begin or end a warning, takes the long way)
         step = _Step()
         spec = target.spec
         if result.success:
@@ -330,7 +350,31 @@ class Monitor:
                     alert.last_error = result.error
                     step.alerts.append(alert.copy())
                 self._touch()  # the failure count is part of what pollers read
+        self._certificate(step, state, result)
         return step.done()
+
+    def _certificate(self, step: _Step, state: TargetState, result: Result) -> None:
+        """A certificate's expiry warning (pingr.probes.tls metrics) begins or ends:
+        `certificate.alert` / `certificate.recovery`, as Maintenant names them. A result that
+        read no certificate (connection refused) leaves what was known as it was."""
+        metrics = result.metrics
+        if not metrics or "warning" not in metrics:
+            return
+        text = certificate_warning(metrics)
+        was, state.warning = state.warning, text
+        if (was is None) == (text is None):
+            return  # unchanged (the days left in the text move every day: no news)
+        data = {k: metrics.get(k) for k in ("days_left", "not_after", "issuer", "sha256")}
+        if text is not None:
+            data["message"] = text
+            log.warning("%s: %s", state.target.name, text)
+        else:
+            log.info("%s: certificate renewed (valid until %s)", state.target.name,
+                     metrics.get("not_after"))
+        step.events.append(Event("certificate.alert" if text else "certificate.recovery",
+                                 self.clock_ms(), state.target, data=data))
+        step.situation = True
+        self._touch()
 
     def _parent_down(self, state: TargetState) -> bool:
         parent_name = state.target.spec.depends_on
@@ -490,7 +534,7 @@ class Monitor:
         """The current state, rebuilt only after something changed."""
         if self._snapshot is not None:
             return self._snapshot
-        failing, degraded, acked, unreachable, silenced = [], [], [], [], []
+        failing, degraded, acked, unreachable, silenced, warnings = [], [], [], [], [], []
         statuses: dict[str, str] = {}
         tags: dict[str, tuple[str, ...]] = {}
         # One pass over every target (thousands with a large fleet): plain attribute reads.
@@ -514,6 +558,8 @@ class Monitor:
                 unreachable.append(name)
             elif state.failures > 0:
                 degraded.append(name)
+            if state.warning is not None and status not in (DOWN, UNREACHABLE):
+                warnings.append(name)
         if self._stale:
             # A frozen monitor must never look like "all OK": it is itself a failing target.
             failing.insert(0, FailingTarget("pingr monitor", "stale", 0, 0))
@@ -529,6 +575,7 @@ class Monitor:
             statuses=statuses,
             tags=tags,
             silenced=tuple(silenced),
+            warnings=tuple(warnings),
             healthy=self._healthy,
             problems=self._problems,
         )

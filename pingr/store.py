@@ -1,7 +1,8 @@
 """SQLite store: WAL, a crash-safe spool, one batched writer thread, retention, history.
 
 One object, `Store`, made of one part per job (pingr/storage/): `schema` (the file, day tables,
-views), `writer` (buffer, spool, commits, consistent reads), `queries`, `retention`, `targets`.
+views), `writer` (buffer, spool, commits, consistent reads), `queries`, `retention`, `targets`,
+`metrics` (host and container metric series).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pingr.storage.fallback import (
     reason_of,
     write_back,
 )
+from pingr.storage.metrics import MetricSeries
 from pingr.storage.queries import Queries
 from pingr.storage.retention import Retention
 from pingr.storage.schema import MINUTE, RAW, _minute_table, _set_pragmas
@@ -40,7 +42,7 @@ from pingr.timeutil import now_ms
 log = logging.getLogger(__name__)
 
 
-class Store(Queries, Retention, TargetRows):
+class Store(Queries, Retention, TargetRows, MetricSeries):
     """Owns the SQLite file and its spool.
 
     Results are buffered in memory, appended to the spool every `flush_interval` (crash-safe
@@ -125,6 +127,7 @@ class Store(Queries, Retention, TargetRows):
         self._want_spool = True
         #: Why the store runs from memory (full or read-only disk), None when it does not.
         self.degraded: str | None = None
+        self._series: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 

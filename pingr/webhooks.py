@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 WEBHOOK_EVENTS = (
     "target.down", "target.up", "target.unreachable", "target.paused", "target.deleted",
     "alert.acknowledged", "monitor.stale", "monitor.fresh", "heartbeat.pinged",
-    "heartbeat.missed", "silence.changed",
+    "heartbeat.missed", "silence.changed", "certificate.alert", "certificate.recovery",
+    "container.state_changed", "container.health_changed", "container.restart_alert",
 )
 SIGNATURE_HEADER = "X-Pingr-Signature"
 TIMESTAMP_HEADER = "X-Pingr-Timestamp"

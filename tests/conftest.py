@@ -110,8 +110,11 @@ def make_config(tmp_path: Path, extra: dict[str, Any] | None = None, **overrides
 class Running:
     """A started App (behind its Server) and an httpx client authenticated as admin."""
 
-    def __init__(self, server: Server, client: httpx.AsyncClient) -> None:
+    def __init__(self, server: Server, client: httpx.AsyncClient,
+                 tap: EventTap | None = None) -> None:
         self.server = server
+        #: Every event since before the first probe (running_app(..., tap=True)).
+        self.tap = tap
         self.app = server.app
         self.client = client
         self.base = f"http://127.0.0.1:{self.app.port}"
@@ -132,9 +135,12 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running_app(config: Any, **kwargs: Any) -> AsyncIterator[Running]:
-    """Serve a real App on 127.0.0.1 in this event loop; stop it cleanly afterwards."""
+async def running_app(config: Any, *, tap: bool = False, **kwargs: Any
+                      ) -> AsyncIterator[Running]:
+    """Serve a real App on 127.0.0.1 in this event loop; stop it cleanly afterwards.
+    `tap`: subscribe an EventTap before the first probe runs (run.tap)."""
     app = App(config, env={}, **kwargs)
+    tapped = EventTap(app) if tap else None
     server = Server(app)
     task = asyncio.create_task(server.run())
     waiter = asyncio.create_task(server.listening.wait())
@@ -146,7 +152,7 @@ async def running_app(config: Any, **kwargs: Any) -> AsyncIterator[Running]:
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}",
                                headers={"x-api-key": ADMIN_KEY}, timeout=10)
     try:
-        yield Running(server, client)
+        yield Running(server, client, tapped)
     finally:
         await client.aclose()
         server.request_stop()

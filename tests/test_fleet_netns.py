@@ -206,7 +206,7 @@ class Fleet:
         return self.http[node].get("/api/v1/fleet")
 
     def target_status(self, node: str, name: str) -> str:
-        targets = self.http[node].get("/api/v1/targets")
+        targets = self.http[node].get("/api/v1/targets")["items"]
         return next(t["status"] for t in targets if t["name"] == name)
 
     def logs(self) -> str:
@@ -277,9 +277,13 @@ def test_three_sites_agree(fleet: Fleet):
                 return False
             if any(f.target_status(node, t) != "up" for t in ("nas", "printer", "router")):
                 return False
+            # every node's vote on the shared check has arrived (each votes after its own
+            # first probe of it, which may come after its state message)
+            if [c["voters"] for c in view["checks"]][:1] != [["n1", "n2", "n3"]]:
+                return False
         return True
 
-    f.wait("three nodes linked, all online, nothing failing", all_online, 60)
+    f.wait("three nodes linked, all online, nothing failing, every vote in", all_online, 60)
     view = f.fleet("n1")
     assert {n["node"]: n["name"] for n in view["nodes"]} == {
         "n1": "Site 1", "n2": "Site 2", "n3": "Site 3"}

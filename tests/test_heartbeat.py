@@ -17,7 +17,9 @@ def hb(**extra):
 
 
 async def test_every_ping_form_feeds_the_monitor(tmp_path):
-    cfg = make_config(tmp_path, targets=[hb(period="1h")], push={"per_token_per_minute": 1000})
+    # grace 1h: a started job has that long to finish (a 0 s grace would fail it at once).
+    cfg = make_config(tmp_path, targets=[hb(period="1h", grace="1h")],
+                      push={"per_token_per_minute": 1000})
     async with running_app(cfg) as run:
         pub = httpx.AsyncClient(base_url=run.base, timeout=10)  # no API key: the token is enough
         status = lambda: run.app.monitor.snapshot().statuses["backup"]  # noqa: E731

@@ -233,3 +233,78 @@ def test_liveness_stale_unhealthy_and_when_to_look_again():
     dead = Inputs([(10.0, 2.0)], last_result_ms=clock(), last_beat=now[0], dead_loops=1)
     assert "probe loop" in live.evaluate(dead).reason
     assert live.evaluate(Inputs([], None, 0.0, 0)).healthy  # nothing to watch: fine
+
+
+# ------------------------------------------------------------------ certificate warnings
+
+def cert_result(t: Target, ts: int, *, ok: bool = True, warning: bool = False,
+                expired: bool = False, days: float = 60.0, read: bool = True) -> Result:
+    """A TLS probe's result as pingr.probes.tls makes it (metrics only when a certificate
+    was read)."""
+    metrics = None
+    if read:
+        metrics = {"days_left": days, "not_after": "2027-01-15T12:00:00Z", "issuer": "CN=CA",
+                   "sha256": "ab" * 32, "warning": warning, "expired": expired,
+                   "verified": True}
+    return Result(t.id, ts, ok, latency_ms=2, error=None if ok else "certificate expired",
+                  metrics=metrics)
+
+
+def test_certificate_warning_is_a_notice_not_an_alarm():
+    cert = Target(1, "id-cert", parse_spec({"name": "NAS certificate", "type": "tls",
+                                            "host": "127.0.0.1", "failure_threshold": 1}))
+    h = Harness(cert)
+    clock, m = h.clock, h.monitor
+    h.keep(m.process(cert_result(cert, clock())))
+    assert m.snapshot().warnings == () and h.events == []
+    clock.advance(3600)
+    change = h.keep(m.process(cert_result(cert, clock(), warning=True, days=3.5)))
+    assert change is not None and change.situation and not change.alerts
+    [event] = change.events
+    assert event.type == "certificate.alert" and event.target is cert
+    assert event.data["message"] == ("certificate expires in 3.5 days "
+                                     "(on 2027-01-15T12:00:00Z)")
+    assert event.data["days_left"] == 3.5 and event.data["sha256"] == "ab" * 32
+    snap = m.snapshot()
+    assert snap.warnings == ("NAS certificate",)
+    assert not snap.alert and snap.failing == () and snap.statuses["NAS certificate"] == UP
+    # Still warning a day later: the text moves, nothing is news.
+    clock.advance(86400)
+    quiet = h.keep(m.process(cert_result(cert, clock(), warning=True, days=2.5)))
+    assert quiet is not None and not quiet.events and not quiet.situation
+    assert m.state_of(cert.id).warning.startswith("certificate expires in 2.5 days")
+    # A probe that read no certificate (connection refused) keeps what was known.
+    clock.advance(60)
+    h.keep(m.process(cert_result(cert, clock(), ok=False, read=False)))
+    assert h.status("NAS certificate") == DOWN and m.state_of(cert.id).warning is not None
+    assert m.snapshot().warnings == ()  # down: it is failing, not "only a warning"
+    # Expired: down (the normal alert path) and still no "recovery" of the warning.
+    clock.advance(60)
+    h.keep(m.process(cert_result(cert, clock(), ok=False, expired=True, days=-0.1)))
+    assert m.state_of(cert.id).warning == "certificate expired on 2027-01-15T12:00:00Z"
+    assert [t for t, _ in h.events] == ["certificate.alert", "target.down"]
+    # Renewed: up, and the warning ends with certificate.recovery.
+    clock.advance(60)
+    renewed = h.keep(m.process(cert_result(cert, clock(), days=89.0)))
+    assert renewed is not None
+    assert [e.type for e in renewed.events] == ["target.up", "certificate.recovery"]
+    assert renewed.events[1].data["days_left"] == 89.0
+    assert m.snapshot().warnings == () and m.state_of(cert.id).warning is None
+
+
+def test_certificate_warning_survives_a_change_of_the_target_and_other_kinds_ignore_it():
+    cert = Target(1, "id-cert", parse_spec({"name": "c", "type": "tls", "host": "127.0.0.1"}))
+    web = target(2, "web")
+    h = Harness(cert, web)
+    h.keep(h.monitor.process(cert_result(cert, h.clock(), warning=True, days=5)))
+    assert h.monitor.snapshot().warnings == ("c",)
+    renamed = Target(1, "id-cert", parse_spec({"name": "c", "type": "tls", "host": "127.0.0.1",
+                                               "warn_days": 30}))
+    h.keep(h.monitor.set_target(renamed))
+    assert h.monitor.snapshot().warnings == ("c",)
+    h.targets["c"] = renamed
+    # Results without certificate metrics (every other kind) never touch warnings.
+    h.result("web", True)
+    h.keep(h.monitor.process(Result(web.id, h.clock(), True, metrics={"answers": ["x"]})))
+    assert h.monitor.state_of(web.id).warning is None
+    assert [t for t, _ in h.events] == ["certificate.alert"]

@@ -22,6 +22,7 @@ from pingr.api import (
     events,
     fleet,
     health,
+    history,
     keys,
     metrics,
     notifications,
@@ -50,7 +51,7 @@ STATUS_PATH = PREFIX + "/alert-status"
 ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.router,
            silence.router, events.router, push.router, channels.router, notifications.router,
            webhooks.router, outputs.router, system.router, containers.router, checks.router,
-           pair.router, fleet.router]
+           pair.router, fleet.router, history.router]
 
 
 #: Where FastAPI says a bad value came from; not part of what the user wrote.

@@ -48,7 +48,8 @@ class TargetOut(BaseModel):
     verify_tls: bool | None = None
     status: str = Field(description="up, down, unreachable, pending or paused")
     consecutive_failures: int
-    source: str = Field(description="config (from pingr.yaml) or api")
+    source: str = Field(description="config (from pingr.yaml), api, or auto (the certificate "
+                                    "check of HTTPS targets, follows them)")
     created_at: UtcTime
     updated_at: UtcTime
 

@@ -8,6 +8,8 @@ from pingr.collectors.containers import MONITOR_LABEL, ContainerInfo
 from pingr.settings import DockerConfig
 from pingr.timeutil import format_duration
 
+#: How a crash-loop verdict's error begins (the collector tells a restart loop by it).
+CRASH_LOOP = "crash loop"
 _NOT_RUNNING = {"exited", "dead", "created", "paused", "removing", "restarting"}
 
 
@@ -54,7 +56,7 @@ class ContainerRules:
         while seen and now - seen[0] > window:
             seen.popleft()
         if seen and len(seen) >= self.cfg.crash_loop.restarts:
-            return False, (f"crash loop: restarted {len(seen)} times in "
+            return False, (f"{CRASH_LOOP}: restarted {len(seen)} times in "
                            f"{format_duration(self.cfg.crash_loop.window)}")
         if info.state == "running":
             self._bad_since.pop(name, None)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pingr.collectors.container_rules import ContainerRules
+from pingr.collectors.container_rules import CRASH_LOOP, ContainerRules
 from pingr.collectors.containers import (
     ContainerInfo,
     ContainerNotFound,
@@ -21,6 +21,7 @@ from pingr.collectors.containers import (
     summarize_stats,
 )
 from pingr.collectors.source import Findings, make_target
+from pingr.collectors.timeline import Transition, transitions
 from pingr.models import Result
 from pingr.settings import DockerConfig
 
@@ -41,10 +42,16 @@ class DockerCollector:
     """
 
     def __init__(self, cfg: DockerConfig, clock_ms: Callable[[], int],
-                 submit: Callable[[Findings], None]) -> None:
+                 submit: Callable[[Findings], None],
+                 observe: Callable[[list[Transition]], None] | None = None) -> None:
         self.cfg = cfg
         self.clock_ms = clock_ms
         self.submit = submit
+        #: Told every change of state or health seen, and each restart loop as it begins.
+        self.observe = observe
+        #: Changes are told from the first full read on (before it nothing is known).
+        self._baseline = False
+        self._looping: set[str] = set()
         self.rules = ContainerRules(cfg)
         self.available = False
         self.error: str | None = "not connected yet"
@@ -198,11 +205,14 @@ class DockerCollector:
         assert self._lock is not None
         async with self._lock:
             containers = await asyncio.to_thread(self._inspect_all)
-            self.containers = containers
+            before, self.containers = self.containers, containers
+            found = self._changes(before, containers)
+            self._baseline = True
             now = self.clock_ms()
             for info in containers.values():
                 self.rules.note_restarts(info, now)
             self._evaluate_all(force)
+            self._tell(found)
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         action = str(event.get("Action") or event.get("status") or "")
@@ -211,6 +221,7 @@ class DockerCollector:
             return
         assert self._lock is not None
         async with self._lock:
+            before = {cid: self.containers[cid]} if cid in self.containers else {}
             if action == "destroy":
                 self.containers.pop(cid, None)
             else:
@@ -224,7 +235,24 @@ class DockerCollector:
                     info = ContainerInfo.from_inspect(attrs)
                     self.containers[cid] = info
                     self.rules.note_restarts(info, self.clock_ms())
+            after = {cid: self.containers[cid]} if cid in self.containers else {}
+            found = self._changes(before, after)
             self._evaluate_all()
+            self._tell(found)
+
+    def _changes(self, before: dict[str, ContainerInfo], after: dict[str, ContainerInfo]
+                 ) -> list[Transition]:
+        """The changes between two views of the same containers (none before the first)."""
+        if not self._baseline:
+            return []
+        now = self.clock_ms()
+        return [t for cid in sorted(set(before) | set(after))
+                for t in transitions(before.get(cid), after.get(cid), now)]
+
+    def _tell(self, found: list[Transition]) -> None:
+        """Changes are told after the verdicts, so a new container's target exists already."""
+        if found and self.observe is not None:
+            self.observe(found)
 
     # ------------------------------------------------------------------ findings
 
@@ -246,6 +274,7 @@ class DockerCollector:
         watched = {n for n, info in names.items() if self.expected(info)} | set(self.cfg.containers)
         wanted = {f"container:{n}" for n in watched}
         findings = Findings("docker")
+        loops: list[Transition] = []
         for gone in self.registered - wanted:
             # Removed (or no longer labelled): nothing is expected of it any more.
             self._fed.pop(gone, None)
@@ -255,6 +284,11 @@ class DockerCollector:
             target_id = f"container:{name}"
             info = names.get(name)
             verdict = self.rules.verdict(name, info, now)
+            looping = verdict[1] is not None and verdict[1].startswith(CRASH_LOOP)
+            if looping and name not in self._looping:
+                loops.append(Transition(name, info.id if info else "", now, "restart_loop",
+                                        None, "detected", detail=verdict[1]))
+            (self._looping.add if looping else self._looping.discard)(name)
             result = None
             if force or self._fed.get(target_id) != verdict:
                 self._fed[target_id] = verdict
@@ -263,6 +297,7 @@ class DockerCollector:
                 result = Result(target_id, now, verdict[0], error=verdict[1], metrics=metrics)
             findings.add(make_target(target_id, "container", ["docker"]), result)
         self.submit(findings)
+        self._tell(loops)
         deadline = self.rules.next_deadline()
         if deadline is not None and not self._stopping:
             loop = asyncio.get_running_loop()
@@ -345,9 +380,12 @@ class DockerCollector:
             raise ValueError(f"unknown action {verb!r}")
         log.info("container %s: %s requested through the API", info.name, verb)
         fresh = ContainerInfo.from_inspect(await self._call(api.inspect_container, info.id))
+        before = {fresh.id: self.containers[fresh.id]} if fresh.id in self.containers else {}
         self.containers[fresh.id] = fresh
+        found = self._changes(before, {fresh.id: fresh})
         self.rules.note_restarts(fresh, self.clock_ms())
         self._evaluate_all()
+        self._tell(found)
         return fresh
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import socket
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,6 +22,13 @@ from pingr.mqtt.link import ONLINE, Link
 from pingr.outputs.manager import Outputs
 
 log = logging.getLogger(__name__)
+
+
+def _days_left(result: Result | None) -> int | None:
+    """Whole days until a certificate expires, from a TLS result (None for other kinds)."""
+    metrics = result.metrics if result is not None else None
+    days = metrics.get("days_left") if metrics else None
+    return math.floor(days) if isinstance(days, int | float) else None
 
 
 class Commands(Protocol):
@@ -187,8 +195,9 @@ class Mqtt:
             return
         target = state.target
         last = state.last
+        days_left = _days_left(last)
         key = (target.name, state.status, target.spec.failure_threshold, state.acknowledged,
-               target.spec.type)
+               target.spec.type, state.warning is not None, days_left)
         counters = (state.failures, last.error if last is not None and not last.success
                     else None)
         now = self.clock_ms()
@@ -213,6 +222,10 @@ class Mqtt:
             "acknowledged": state.acknowledged,
             "type": target.spec.type,
         }
+        if days_left is not None:
+            # A certificate check: whole days left, and its expiry warning (not an alarm).
+            payload["days_left"] = days_left
+            payload["warning"] = state.warning
         self.link.put(self.topic("target", safe(target_id)), json.dumps(payload))
         if new:
             self._discovery()

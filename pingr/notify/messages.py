@@ -22,6 +22,11 @@ def span(ms: int) -> str:
     return " ".join(parts[:2])
 
 
+def _cert(target_name: str) -> str:
+    """`NAS certificate`; an automatic check is already named `nas.lan certificate`."""
+    return target_name if target_name.endswith("certificate") else f"{target_name} certificate"
+
+
 def message(kind: str, target_name: str, alert: Alert | None, now: int) -> tuple[str, str, str]:
     """(title, body, apprise notify type) of a message."""
     error = (alert.last_error if alert else None) or "no error text"
@@ -40,6 +45,16 @@ def message(kind: str, target_name: str, alert: Alert | None, now: int) -> tuple
         return (f"pingr: {target_name} is UP",
                 f"{target_name} is up again after {span(resolved - opened)} down "
                 f"(since {_when(opened)}).", "success")
+    if kind == "certificate.alert":
+        text = (alert.last_error if alert else None) or "certificate expires soon"
+        what = "has EXPIRED" if text.startswith("certificate expired") else "expires soon"
+        return (f"pingr: {_cert(target_name)} {what}",
+                f"{target_name}: {text}.\nRenew it before clients refuse the connection.",
+                "warning")
+    if kind == "certificate.recovery":
+        return (f"pingr: {_cert(target_name)} renewed",
+                f"{target_name} serves a certificate that is no longer near its expiry.",
+                "success")
     return ("pingr: test notification",
             f"This is a test notification from pingr, sent {_when(now)}. "
             "If you can read it, this channel works.", "info")

@@ -22,9 +22,11 @@ from pingr.store import Store
 
 log = logging.getLogger(__name__)
 
+CERTIFICATE_KINDS = ("certificate.alert", "certificate.recovery")
+
 #: Events after which the policy looks again at once (others wait for the next due time).
 _WAKE_ON = frozenset(("target.down", "target.up", "alert.acknowledged", "silence.changed",
-                      "target.deleted"))
+                      "target.deleted", "certificate.alert", "certificate.recovery"))
 
 
 class Notifier:
@@ -114,6 +116,16 @@ class Notifier:
                       .where(DeliveryRow.kind.in_(("alert", "reminder", "recovery")))
                       .where(DeliveryRow.state != SUPPRESSED)
                       .order_by(DeliveryRow.id.desc())).all()
+        told: set[tuple[int, str]] = set()
+        for row in s.exec(select(DeliveryRow).where(DeliveryRow.target_id.is_not(None))
+                          .where(DeliveryRow.kind.in_(CERTIFICATE_KINDS))
+                          .where(DeliveryRow.state != SUPPRESSED)
+                          .order_by(DeliveryRow.id.desc())).all():
+            key = (row.channel_id, row.target_id)
+            if key not in told:
+                told.add(key)
+                if row.kind == "certificate.alert":
+                    self.policy.warned.add(key)
         for row in rows:
             key = (row.channel_id, row.target_id)
             if key in self.tracks:

@@ -55,7 +55,7 @@ class Intent:
 
     channel: Channel
     target: Target
-    kind: str  # alert, reminder, recovery
+    kind: str  # alert, reminder, recovery, certificate.alert, certificate.recovery
     alert: Alert
     suppressed: str | None = None
 
@@ -71,6 +71,9 @@ class Policy:
     def __init__(self, settings: NotifySettings) -> None:
         self.settings = settings
         self.tracks: dict[tuple[int, str], Track] = {}
+        #: (channel, target) told about a certificate's expiry warning and not yet about its
+        #: renewal.
+        self.warned: set[tuple[int, str]] = set()
 
     def evaluate(self, states: Iterable[TargetState], channels: dict[int, Channel],
                  silenced: Callable[[Target], bool], now: int) -> list[Intent]:
@@ -81,6 +84,7 @@ class Policy:
         known = {st.target.id for st in states}
         for key in [k for k in self.tracks if k[1] not in known or k[0] not in channels]:
             del self.tracks[key]
+        self.warned = {k for k in self.warned if k[1] in known and k[0] in channels}
         out: list[Intent] = []
         for state in states:
             target = state.target
@@ -94,6 +98,7 @@ class Policy:
                 tr = self.tracks.get(key)
                 if muted is None:
                     muted = silenced(target)
+                self._certificate(out, ch, state, muted, now)
                 cooled = (tr is None or tr.last_sent_ms is None
                           or now - tr.last_sent_ms >= cooldown_ms)
                 alert = state.alert
@@ -131,3 +136,27 @@ class Policy:
                         out.append(Intent(ch, target, "recovery", resolved))
                         tr.closed, tr.last_sent_ms = True, now
         return out
+
+    def _certificate(self, out: list[Intent], ch: Channel, state: TargetState, muted: bool,
+                     now: int) -> None:
+        """A certificate's expiry warning: told once to channels that get alerts (held back
+        while silenced), and its end ("renewed") to those that get recoveries.
+
+        The end is told only on a certificate actually read without a warning: after a
+        restart nothing is known until the first probe, which must not read as a renewal."""
+        target = state.target
+        key = (ch.id, target.id)
+        if state.warning is not None:
+            if key not in self.warned and "alert" in ch.on and not muted:
+                self.warned.add(key)
+                out.append(Intent(ch, target, "certificate.alert",
+                                  Alert(0, target.id, target.name, now,
+                                        last_error=state.warning)))
+            return
+        last = state.last
+        if key in self.warned and last is not None and last.metrics \
+                and "warning" in last.metrics:
+            self.warned.discard(key)
+            if "recovery" in ch.on and not muted:
+                out.append(Intent(ch, target, "certificate.recovery",
+                                  Alert(0, target.id, target.name, now)))

@@ -11,7 +11,7 @@ from sqlmodel import select
 from pingr.models import Alert, ResultRow
 from pingr.storage import rollup
 from pingr.storage.schema import MAX_ID
-from pingr.storage.tables import ID_SHIFT, RESULTS_COLUMNS, AlertRow
+from pingr.storage.tables import ID_SHIFT, RESULTS_COLUMNS, SERIES_BASE, AlertRow
 from pingr.storage.writer import Writer
 
 #: Summaries up to this window read raw rows (exact to the millisecond, at most a few
@@ -146,7 +146,8 @@ class Queries(Writer):
                 return rollup.window_totals(conn, since, now, now - self.minute_retention_ms, pk)
 
         mem_minutes, disk = self._consistent(lambda: self._buffered_minutes(pk), agg_db)
-        recent = {k: v for k, v in mem_minutes.items() if start_min <= k[0] <= now}
+        recent = {k: v for k, v in mem_minutes.items()
+                  if start_min <= k[0] <= now and (pk is not None or k[1] < SERIES_BASE)}
         return rollup.combine([disk, _acc_totals(recent)])
 
     def daily_uptime(self, pk: int, since_day: int) -> dict[int, rollup.Totals]:

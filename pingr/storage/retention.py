@@ -48,7 +48,9 @@ class Retention(Writer):
         total = self._drop_days(RAW, cutoff)
         now = self.clock_ms()
         buckets = (self._drop_days(MINUTE, now - self.minute_retention_ms)
-                   + self._delete_buckets("rollup_hour", now - self.hour_retention_ms))
+                   + self._delete_buckets("rollup_hour", now - self.hour_retention_ms)
+                   + self._delete_buckets("rollup_day", now - now % rollup.DAY_MS
+                                          - rollup.DAILY_HORIZON_MS))
         capped = self.enforce_cap(vacuum=False)
         if capped or ((total or buckets) and self._free_pages_over_reserve()):
             self._vacuum()
@@ -132,6 +134,8 @@ class Retention(Writer):
                 else:
                     first = conn.execute(text(f"SELECT min(bucket) FROM {table}")).scalar()
                     edge, last = (edge + 1 if edge == first else edge), False
+                if table == "rollup_hour":
+                    rollup.fold_days(conn, edge, self.clock_ms())
                 deleted = conn.execute(
                     text(f"DELETE FROM {table} WHERE bucket < :edge"), {"edge": edge}).rowcount
             total += deleted
@@ -185,16 +189,18 @@ class Retention(Writer):
                 _, used = self.db_size()
                 if not done:
                     break
-        while used > goal:
-            with self.engine.connect() as conn:
-                rows = conn.exec_driver_sql("SELECT count(*) FROM rollup_hour").scalar() or 0
-            if not rows:
-                break
-            done = self._delete_buckets("rollup_hour", 1 << 62, oldest_first=max(1000, rows // 10))
-            removed += done
-            _, used = self.db_size()
-            if not done:
-                break
+        # Hours fold into days as they go (daily uptime outlives them); days go last.
+        for table in ("rollup_hour", "rollup_day"):
+            while used > goal:
+                with self.engine.connect() as conn:
+                    rows = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() or 0
+                if not rows:
+                    break
+                done = self._delete_buckets(table, 1 << 62, oldest_first=max(1000, rows // 10))
+                removed += done
+                _, used = self.db_size()
+                if not done:
+                    break
         if removed:
             self.cap_removed += removed
             if vacuum:

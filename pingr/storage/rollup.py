@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from pingr.storage.tables import ID_SHIFT
+from pingr.storage.tables import ID_SHIFT, SERIES_BASE
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -136,17 +136,66 @@ def backfill(conn: Connection, since_minute: int, since_hour: int
 
 
 Totals = tuple[int, int, int, int, int | None, int | None]
+_AGG = "count, successes, lat_count, lat_sum, lat_min, lat_max"
+
+#: Daily uptime is kept this far back whatever removes the hour rows (the status page's 90
+#: bars): hour rows removed within it (by the size cap, or an hour_retention under 90 days)
+#: are folded into rollup_day first. With the default hour_retention (365 days) and room
+#: under the cap nothing is ever folded: the hour rows answer.
+DAILY_HORIZON_MS = 90 * DAY_MS
+
+_FOLD = f"""
+INSERT INTO rollup_day (bucket, target_pk, {_AGG})
+SELECT bucket - bucket % {DAY_MS}, target_pk, sum(count), sum(successes), sum(lat_count),
+       sum(lat_sum), min(lat_min), max(lat_max)
+FROM rollup_hour WHERE bucket >= :since AND bucket < :edge AND target_pk < {SERIES_BASE}
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (bucket, target_pk) DO UPDATE SET
+  count = count + excluded.count,
+  successes = successes + excluded.successes,
+  lat_count = lat_count + excluded.lat_count,
+  lat_sum = lat_sum + excluded.lat_sum,
+  lat_min = min(coalesce(lat_min, excluded.lat_min), coalesce(excluded.lat_min, lat_min)),
+  lat_max = max(coalesce(lat_max, excluded.lat_max), coalesce(excluded.lat_max, lat_max))
+"""
+
+
+def fold_days(conn: Connection, edge: int, now: int) -> None:
+    """Before the hour rows below `edge` are deleted: add the targets' ones within the daily
+    horizon into rollup_day (in the deleting transaction, so no hour counts twice or never)."""
+    since = now - now % DAY_MS - DAILY_HORIZON_MS
+    if edge > since:
+        conn.execute(text(_FOLD), {"since": since, "edge": edge})
+
+
+#: Every hour bucket in [:since, :until). Joined to rollup_hour with one target's key, each
+#: (bucket, target) row is one seek of the primary key: a range scan would read every target's
+#: and every metric series' rows of those hours (~100 per hour) to keep one (4x faster at 30
+#: days with 50 targets and 47 series).
+_HOURS = (f"WITH RECURSIVE h(b) AS (SELECT :first WHERE :first < :until "
+          f"UNION ALL SELECT b + {HOUR_MS} FROM h WHERE b + {HOUR_MS} < :until) ")
+
+
+def _one_target_hours(since: int, until: int) -> dict[str, int]:
+    return {"first": -(-since // HOUR_MS) * HOUR_MS, "until": until}
 
 
 def totals(conn: Connection, table: str, since: int, until: int,
            pk: int | None = None) -> dict[int, Totals]:
     """Per target: (count, successes, lat_count, lat_sum, lat_min, lat_max) in [since, until)."""
-    sql = (f"SELECT target_pk, sum(count), sum(successes), sum(lat_count), sum(lat_sum), "
-           f"min(lat_min), max(lat_max) FROM {table} WHERE bucket >= :since AND bucket < :until")
+    agg = ("SELECT target_pk, sum(count), sum(successes), sum(lat_count), sum(lat_sum), "
+           "min(lat_min), max(lat_max)")
     params: dict[str, Any] = {"since": since, "until": until}
-    if pk is not None:
-        sql += " AND target_pk = :pk"
-        params["pk"] = pk
+    if pk is not None and table == "rollup_hour":
+        sql = f"{_HOURS}{agg} FROM h JOIN rollup_hour ON bucket = b AND target_pk = :pk"
+        params.update(_one_target_hours(since, until), pk=pk)
+    else:
+        sql = f"{agg} FROM {table} WHERE bucket >= :since AND bucket < :until"
+        if pk is not None:
+            sql += " AND target_pk = :pk"
+            params["pk"] = pk
+        else:
+            sql += f" AND target_pk < {SERIES_BASE}"  # targets only, not metric series
     rows = conn.execute(text(sql + " GROUP BY target_pk"), params).all()
     return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
 
@@ -197,18 +246,28 @@ def window_totals(conn: Connection, since: int, now: int, minute_kept_from: int,
 
 
 def daily(conn: Connection, pk: int, since_day: int) -> dict[int, Totals]:
-    """Per UTC day (epoch ms of midnight) since `since_day`, from the hour table."""
+    """Per UTC day (epoch ms of midnight) since `since_day`, from the hour table and the day
+    table (hours folded when they were removed; an hour is in one or the other)."""
+    newest = conn.execute(text("SELECT max(bucket) FROM rollup_hour")).scalar()
+    until = (newest or since_day) + 1
     rows = conn.execute(text(
-        f"SELECT bucket - bucket % {DAY_MS}, sum(count), sum(successes), sum(lat_count), "
-        "sum(lat_sum), min(lat_min), max(lat_max) FROM rollup_hour "
-        "WHERE bucket >= :since AND target_pk = :pk GROUP BY 1"
-    ), {"since": since_day, "pk": pk}).all()
+        f"{_HOURS}SELECT day, sum(count), sum(successes), sum(lat_count), sum(lat_sum), "
+        f"min(lat_min), max(lat_max) FROM (SELECT bucket - bucket % {DAY_MS} AS day, {_AGG} "
+        f"FROM h JOIN rollup_hour ON bucket = b AND target_pk = :pk UNION ALL "
+        f"SELECT bucket, {_AGG} FROM rollup_day WHERE bucket >= :since AND target_pk = :pk) "
+        "GROUP BY day"
+    ), {"since": since_day, "pk": pk, **_one_target_hours(since_day, until)}).all()
     return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
 
 
 def series(conn: Connection, table: str, pk: int, since: int, until: int) -> list[tuple[Any, ...]]:
     """Buckets of one target in [since, until], oldest first (for graphs)."""
+    columns = "bucket, count, successes, lat_count, lat_sum, lat_min, lat_max"
+    if table == "rollup_hour":
+        return list(conn.execute(text(
+            f"{_HOURS}SELECT {columns} FROM h JOIN rollup_hour ON bucket = b AND target_pk = :pk "
+            "ORDER BY bucket"), {"pk": pk, **_one_target_hours(since, until + 1)}).all())
     return list(conn.execute(text(
-        f"SELECT bucket, count, successes, lat_count, lat_sum, lat_min, lat_max FROM {table} "
+        f"SELECT {columns} FROM {table} "
         "WHERE bucket >= :since AND bucket <= :until AND target_pk = :pk ORDER BY bucket"
     ), {"since": since, "until": until, "pk": pk}).all())

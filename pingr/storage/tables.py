@@ -107,6 +107,74 @@ class HourRollup(SQLModel, table=True):
     lat_max: int | None = None
 
 
+class DayRollup(SQLModel, table=True):
+    """Aggregate of one target's results in one UTC day, folded from the per-hour rows when
+    the size cap (or a short `hour_retention`) removes them within the daily horizon, so the
+    status page's daily bars outlive them. A day may be partly here and partly still in
+    rollup_hour: readers add both."""
+
+    __tablename__ = "rollup_day"
+    __table_args__ = {"sqlite_with_rowid": False}
+    bucket: int = Field(primary_key=True)  # epoch ms of the day's start (UTC midnight)
+    target_pk: int = Field(primary_key=True)
+    count: int
+    successes: int
+    lat_count: int
+    lat_sum: int
+    lat_min: int | None = None
+    lat_max: int | None = None
+
+
+class MetricSeriesRow(SQLModel, table=True):
+    """A host or container metric kept over time (`host:cpu`, `container:web:memory`).
+
+    Its samples live in the rollup tables under `SERIES_BASE + pk` (above every target's pk),
+    so they share the targets' per-minute and per-hour aggregates, retention and size cap."""
+
+    __tablename__ = "metric_series"
+    pk: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True, unique=True)
+    created_at: int = 0
+
+
+#: Rollup rows of metric series carry `SERIES_BASE + MetricSeriesRow.pk` as their target_pk.
+SERIES_BASE = 1 << ID_SHIFT
+
+
+class JobExecutionRow(SQLModel, table=True):
+    """One run of a heartbeat target's job: /ping/{token}/start, then success, failure or an
+    exit code (or nothing: "started but did not finish")."""
+
+    __tablename__ = "job_executions"
+    __table_args__ = (Index("ix_job_executions_target", "target_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    target_id: str
+    started_at: int | None = None
+    ended_at: int | None = None
+    duration_ms: int | None = None
+    #: running, success or failure
+    state: str = "running"
+    exit_code: int | None = None
+    message: str | None = None
+
+
+class ContainerTransitionRow(SQLModel, table=True):
+    """A container's change of state or health, as the Docker collector saw it."""
+
+    __tablename__ = "container_transitions"
+    __table_args__ = (Index("ix_container_transitions_name", "name", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    container_id: str
+    ts: int
+    #: state (running, exited, …), health (healthy, unhealthy, …) or restart_loop
+    kind: str
+    old: str | None = None
+    new: str | None = None
+    exit_code: int | None = None
+    detail: str | None = None
+
+
 #: Delivery states. `queued` and `retrying` are the persistent queue; the rest is the log.
 QUEUED, RETRYING, SENT, FAILED, DROPPED, SUPPRESSED = (
     "queued", "retrying", "sent", "failed", "dropped", "suppressed")

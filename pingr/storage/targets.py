@@ -84,7 +84,7 @@ class TargetRows(Schema):
         session.exec(delete(TargetRow).where(TargetRow.pk == pk))
         # Results of a deleted target are history nobody can ask for any more.
         tables = [f"{kind}_d{day}" for kind in (RAW, MINUTE) for day in self._parts[kind]]
-        for table in [*tables, "rollup_hour"]:
+        for table in [*tables, "rollup_hour", "rollup_day"]:
             session.execute(text(f"DELETE FROM {table} WHERE target_pk = :pk"), {"pk": pk})
 
 

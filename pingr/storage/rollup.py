@@ -212,3 +212,11 @@ def series(conn: Connection, table: str, pk: int, since: int, until: int) -> lis
         f"SELECT bucket, count, successes, lat_count, lat_sum, lat_min, lat_max FROM {table} "
         "WHERE bucket >= :since AND bucket <= :until AND target_pk = :pk ORDER BY bucket"
     ), {"since": since, "until": until, "pk": pk}).all())
+
+
+def series_all(conn: Connection, table: str, since: int, until: int) -> list[tuple[Any, ...]]:
+    """Buckets of every target in [since, until] as (bucket, target_pk, count, …)."""
+    return list(conn.execute(text(
+        f"SELECT bucket, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max "
+        f"FROM {table} WHERE bucket >= :since AND bucket <= :until"
+    ), {"since": since, "until": until}).all())

@@ -25,11 +25,15 @@ from pingr.api import (
     push,
     results,
     silence,
+    stats,
+    statuspage,
     system,
     targets,
     webhooks,
 )
 from pingr.app import App, AppError
+from pingr.web import pages, status
+from pingr.web.site import PageError, SignIn, Site
 
 PREFIX = "/api/v1"
 STATUS_PATH = PREFIX + "/alert-status"
@@ -38,7 +42,8 @@ STATUS_PATH = PREFIX + "/alert-status"
 #: `require(scope)`; only health is public.
 ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.router,
            silence.router, events.router, push.router, channels.router, notifications.router,
-           webhooks.router, outputs.router, system.router, containers.router]
+           webhooks.router, outputs.router, system.router, containers.router, stats.router,
+           statuspage.router]
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -70,6 +75,13 @@ def create_api(app: App) -> Any:
     api.include_router(push.ping_router)
     if app.metrics is not None:
         api.include_router(metrics.metrics_router(app.metrics.config.public))
+    # The dashboard (/) and the public status page (/status): pingr/web.
+    api.state.web = Site(app)
+    if app.config.web.dashboard:
+        api.include_router(pages.router)
+    api.include_router(status.router)
+    api.add_exception_handler(PageError, pages.page_error)
+    api.add_exception_handler(SignIn, pages.page_error)
 
     @api.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:

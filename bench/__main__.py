@@ -7,9 +7,9 @@ import os
 import platform
 import time
 
-from bench import alertstatus, card, memory, probes, storage
+from bench import alertstatus, card, memory, probes, storage, web
 
-ALL = ("icmp", "http", "alert-status", "storage", "card", "memory")
+ALL = ("icmp", "http", "alert-status", "storage", "card", "memory", "web")
 
 
 def main() -> None:
@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days, card 5 min)",
+        help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days, card 5 min, "
+        "web 20 rounds and 70 s of memory)",
     )
     args = parser.parse_args()
     names = args.names or list(ALL)
@@ -47,6 +48,8 @@ def main() -> None:
         card.main(minutes=5 if args.quick else 20)
     if "memory" in names:
         memory.main(seconds=30 if args.quick else 120)
+    if "web" in names:
+        web.main(*((20, 30, 40) if args.quick else (60, 60, 90)))
 
 
 if __name__ == "__main__":

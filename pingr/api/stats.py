@@ -7,15 +7,15 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app
 from pingr.monitor import DOWN, PAUSED, PENDING, UNREACHABLE, UP
 from pingr.storage.rollup import HOUR_MS, combine
-from pingr.web import charts, views
+from pingr.web import views
 from pingr.web.site import Site
 from pingr.web.stats import SPARK_HOURS, WINDOWS, avg_latency, uptime
+from pingr.web.stats import buckets as stats_buckets
 
 router = APIRouter(tags=["dashboard"], dependencies=[require("read")])
 
@@ -72,7 +72,8 @@ async def overview(request: Request, app=Depends(get_app)) -> Any:
     stored = [t for t in views.overview_targets(app, now) if t.pk]
     count = {s: sum(t.state == s for t in stored) for s in views.STATES}
     pks = {t.pk for t in stored}
-    windows = await run_in_threadpool(_site(request).stats.windows)
+    site = _site(request)
+    windows = await site.run(site.stats.windows)
     totals = {name: combine([{0: t} for pk, t in windows[name].items() if pk in pks]).get(0)
               for name in WINDOWS}
     return OverviewOut(
@@ -90,12 +91,13 @@ async def sparklines(request: Request, app=Depends(get_app)) -> SparklinesOut:
     """Hourly probes, uptime and latency of every stored target over the last 24 hours."""
     now = app.clock_ms()
     stored = [t for t in views.overview_targets(app, now) if t.pk]
-    start, series = await run_in_threadpool(_site(request).stats.sparklines)
+    site = _site(request)
+    start, series = await site.run(site.stats.sparklines)
     out = []
     for t in stored:
-        buckets = charts.fold(series.get(t.pk, ()), start, HOUR_MS, SPARK_HOURS)
+        hours = stats_buckets(start, series.get(t.pk), HOUR_MS, SPARK_HOURS)
         points = []
-        for i, b in enumerate(buckets):
+        for i, b in enumerate(hours):
             total = b[1] if b else 0
             points.append(Point(
                 ts=views.iso(start + i * HOUR_MS), total_probes=total,

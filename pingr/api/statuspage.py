@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from pingr.api.deps import errors
 from pingr.web import public
@@ -73,5 +72,5 @@ async def status_page(request: Request) -> Any:
     now = site.app.clock_ms()
     page = site.config.status_page
     comps = public.components(site.app, page, now)  # memory, on the loop
-    data = await run_in_threadpool(public.page_data, site.app, site.stats, page, comps, now)
+    data = await site.run(public.page_data, site.app, site.stats, page, comps, now)
     return JSONResponse(public.page_json(data), headers={"Cache-Control": "no-cache"})

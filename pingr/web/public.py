@@ -122,20 +122,23 @@ def incidents(app: App, stats: Stats, comps: list[Component], now: int) -> list[
     """Alerts of the components' targets in the last INCIDENT_DAYS, newest first, titled by
     the component (the target's name and the error stay private)."""
     since = now - INCIDENT_DAYS * DAY_MS
-    alerts = stats.cached("alerts", lambda: app.store.alerts("all", 1000), ttl=5.0)
+
+    def read() -> list[tuple[str, int, int | None, bool]]:
+        return [(a.target_id, a.opened_at, a.resolved_at, a.acknowledged)
+                for a in app.store.alerts("all", 1000) if a.opened_at >= since]
+
     out = []
-    for alert in alerts:
-        if alert.opened_at < since:
+    for target_id, opened, resolved, acknowledged in stats.cached("alerts", read, ttl=5.0):
+        if opened < since:
             continue
         for c in comps:
-            if alert.target_id not in c.ids:
+            if target_id not in c.ids:
                 continue
-            status = ("resolved" if not alert.open else
-                      "identified" if alert.acknowledged else "investigating")
+            status = ("resolved" if resolved is not None else
+                      "identified" if acknowledged else "investigating")
             out.append({"title": f"{c.name}: outage", "component": c.name, "status": status,
-                        "startTime": iso(alert.opened_at),
-                        "endTime": iso(alert.resolved_at) or None,
-                        "start_ms": alert.opened_at, "end_ms": alert.resolved_at})
+                        "startTime": iso(opened), "endTime": iso(resolved) or None,
+                        "start_ms": opened, "end_ms": resolved})
     return out[:50]
 
 

@@ -3,8 +3,11 @@ checks every page and action goes through (session, scope, rate limit, CSRF)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 
 #: A form body larger than this is refused (the largest form is a target's settings).
 MAX_FORM = 64 * 1024
+T = TypeVar("T")
 
 
 class PageError(Exception):
@@ -63,10 +67,19 @@ class Site:
         self.renderer = Renderer(self.assets)
         self.sessions = Sessions(app.auth, app.db_path.parent, self.config.session_lifetime,
                                  app.clock_ms)
-        self.stats = Stats(app.store, app.clock_ms)
+        #: The one thread that reads the store for the pages and renders them: off the event
+        #: loop, one page at a time, and one malloc arena (each new thread would hold its own).
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="pingr-web")
+        status = self.config.status_page
+        self.stats = Stats(app.store, app.clock_ms, self.executor,
+                           ledger_days=90 if status.enabled else 30)
         #: The public pages' limit per client address: as many requests as a key may make.
         self.public_limit = TokenBucket(app.config.auth.rate_limit_per_minute, 60.0)
         self.status_clients = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the pages' worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def client_ip(self, request: Request) -> str:
         peer = request.client.host if request.client else None

@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from pingr.web import charts, public, views
@@ -57,7 +56,7 @@ async def status_page(request: Request) -> Response:
             "words": public.WORDS, "fmt_time": views.fmt_time, "iso": views.iso,
             "uptime_fmt": _pct})
 
-    return html_response(request, await run_in_threadpool(finish), started=started,
+    return html_response(request, await site.run(finish), started=started,
                          cache="no-cache")
 
 

@@ -12,7 +12,7 @@ from pingr.monitor import DOWN, PAUSED, PENDING, UNREACHABLE, UP, TargetState
 from pingr.storage.rollup import HOUR_MS
 from pingr.timeutil import from_ms
 from pingr.web import charts
-from pingr.web.stats import SPARK_HOURS, WINDOWS, Stats, avg_latency, uptime
+from pingr.web.stats import SPARK_HOURS, WINDOWS, Stats, avg_latency, buckets, uptime
 
 if TYPE_CHECKING:
     from pingr.app import App
@@ -140,8 +140,8 @@ def add_stats(views: list[TargetView], stats: Stats) -> None:
         if not v.probed or not v.pk:
             continue
         v.uptime = {name: uptime(windows[name].get(v.pk)) for name in WINDOWS}
-        buckets = charts.fold(series.get(v.pk, ()), start, HOUR_MS, SPARK_HOURS)
-        v.spark = charts.sparkline(buckets, f"{v.name}, last 24 hours")
+        hours = buckets(start, series.get(v.pk), HOUR_MS, SPARK_HOURS)
+        v.spark = charts.sparkline(hours, f"{v.name}, last 24 hours")
 
 
 def counts(views: list[TargetView]) -> dict[str, int]:
@@ -323,7 +323,7 @@ def history_chart(app: App, view: TargetView, window: str, now: int) -> tuple[st
     span, size, resolution = history_window(window)
     start = (now - span) - (now - span) % size + size
     n = (now - start) // size + 1
-    rows = app.store.history(view.pk, start, now, resolution)
+    rows = app.store.history(view.pk, start, now, resolution, lean=True)
     buckets = charts.fold(rows, start, size, n)
     count = sum(b[1] for b in buckets if b)
     ok = sum(b[2] for b in buckets if b)

@@ -20,10 +20,11 @@ from bench import (
     soak,
     startup,
     storage,
+    web,
 )
 
 ALL = ("icmp", "http", "alert-status", "storage", "card", "memory", "idle", "foreign", "startup",
-       "lazy", "simplemonitor", "mixed", "fleet")
+       "lazy", "simplemonitor", "mixed", "fleet", "web")
 #: Run only when named: ten minutes of abuse.
 EXTRA = ("soak",)
 
@@ -42,7 +43,7 @@ def main() -> None:
         action="store_true",
         help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days, card 5 min, "
         "idle 1 window of 60 s, foreign 1 pair of 20 s, startup 3 runs, simplemonitor 1 round, "
-        "mixed 60 s, fleet 50 and 200 nodes, 20 s windows)",
+        "mixed 60 s, fleet 50 and 200 nodes, 20 s windows, web 20 rounds and 70 s of memory)",
     )
     args = parser.parse_args()
     names = args.names or list(ALL)
@@ -84,6 +85,8 @@ def main() -> None:
             fleet.main()
     if "soak" in names:
         soak.main(seconds=60 if args.quick else 600)
+    if "web" in names:
+        web.main(*((20, 30, 40) if args.quick else (60, 60, 90)))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pingr.settings import (
     StorageConfig,
 )
 from pingr.validation import user_terms
+from pingr.web.config import WebConfig
 
 #: Discriminator tags pydantic puts into error locations; they are not YAML keys.
 _TAGS = frozenset(KINDS) | frozenset(OUTPUT_KINDS)
@@ -70,6 +71,7 @@ class Config(Strict):
     notify_settings: NotifySettings = Field(default_factory=NotifySettings)
     push: PushConfig = Field(default_factory=PushConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     @model_validator(mode="after")
     def _target_graph(self) -> Config:
@@ -135,6 +137,16 @@ class Config(Strict):
         for loc, name in self.hardware.selector_targets() if names else ():
             if name not in names:
                 raise located(("hardware", *loc), f"output selector names unknown target {name!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _status_page_targets(self) -> Config:
+        # As for selectors: with no configured targets they come from the API at run time.
+        names = {t.name for t in self.targets}
+        for loc, name in self.web.status_page.component_targets() if names else ():
+            if name not in names:
+                raise located(("web", "status_page", *loc),
+                              f"status page component names unknown target {name!r}")
         return self
 
     def effective_targets(self) -> list[TargetBase]:

@@ -92,6 +92,10 @@ class KeyRing:
     def count(self) -> int:
         return len(self._by_hash)
 
+    def get(self, key_id: int) -> KeyInfo | None:
+        """The key with this id as last loaded (a dashboard session names its key by id)."""
+        return next((k for k in self._by_hash.values() if k.id == key_id), None)
+
     def lookup(self, key: str) -> KeyInfo | None:
         now = self.clock()
         if now - self._checked_at >= 1.0:

@@ -35,28 +35,38 @@ class Decision:
 
 
 class Ring:
-    """The times of the last `size` events, oldest first when read."""
+    """The times of the last `size` events, oldest first when read.
 
-    __slots__ = ("times", "start", "count")
+    Its storage grows with use, doubling up to `size`: a key allowed 100,000 requests a minute
+    that makes ten does not hold 800 KB of empty slots."""
+
+    __slots__ = ("times", "start", "count", "size")
 
     def __init__(self, size: int) -> None:
-        self.times = array("d", bytes(8 * size))
+        self.size = size
+        self.times = array("d", bytes(8 * min(size, 16)))
         self.start = 0
         self.count = 0
 
     def expire(self, before: float) -> None:
         """Forget events that happened at or before `before`."""
-        size = len(self.times)
+        cap = len(self.times)
         while self.count and self.times[self.start] <= before:
-            self.start = (self.start + 1) % size
+            self.start = (self.start + 1) % cap
             self.count -= 1
 
     def add(self, t: float) -> None:
-        size = len(self.times)
-        if self.count == size:  # full: the oldest leaves
-            self.start = (self.start + 1) % size
-            self.count -= 1
-        self.times[(self.start + self.count) % size] = t
+        cap = len(self.times)
+        if self.count == cap:
+            if cap < self.size:  # grow: the events in order, then room up to twice as many
+                ordered = self.times[self.start:] + self.times[:self.start]
+                cap = min(self.size, 2 * cap)
+                ordered.extend(array("d", bytes(8 * (cap - len(ordered)))))
+                self.times, self.start = ordered, 0
+            else:  # full: the oldest leaves
+                self.start = (self.start + 1) % cap
+                self.count -= 1
+        self.times[(self.start + self.count) % cap] = t
         self.count += 1
 
     @property

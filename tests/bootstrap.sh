@@ -2,13 +2,16 @@
 # Installs everything the test suite needs on Debian / Raspberry Pi OS, idempotently:
 # Debian packages (docker.io for the Docker tests, busybox-static for their tiny image,
 # mosquitto for MQTT, fping for the benchmark's reference, dnsmasq-base: the DNS server the
-# DNS probe tests start on loopback, without the system service), then a venv in .venv with pingr
-# and its test extras. The Docker daemon itself is started by the tests (tests/dockerd.py).
+# DNS probe tests start on loopback, without the system service; chromium and chromium-driver:
+# the browser the dashboard tests drive through Selenium, with fonts-dejavu-core for its
+# screenshots), then a venv in .venv with pingr and its test extras. The Docker daemon itself
+# is started by the tests (tests/dockerd.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(python3 python3-venv python3-dev gcc iproute2 procps curl jq wrk
           docker.io busybox-static mosquitto fping dnsmasq-base shellcheck systemd nodejs
+          chromium chromium-driver fonts-dejavu-core
           debootstrap systemd-container)  # pi-setup.sh is tested in a fresh Debian root,
                                           # chrooted and booted with systemd-nspawn
 

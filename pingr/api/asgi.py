@@ -31,6 +31,8 @@ from pingr.api import (
     push,
     results,
     silence,
+    stats,
+    statuspage,
     system,
     targets,
     webhooks,
@@ -40,6 +42,8 @@ from pingr.api.guard import Guard
 from pingr.app import App, AppError
 from pingr.probes.registry import KINDS
 from pingr.validation import describe
+from pingr.web import pages, status
+from pingr.web.site import PageError, SignIn, Site
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,8 @@ STATUS_PATH = PREFIX + "/alert-status"
 ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.router,
            silence.router, events.router, push.router, channels.router, notifications.router,
            webhooks.router, outputs.router, system.router, containers.router, checks.router,
-           pair.router, fleet.router, history.router]
+           pair.router, fleet.router, history.router,
+           stats.router, statuspage.router]
 
 
 #: Where FastAPI says a bad value came from; not part of what the user wrote.
@@ -90,6 +95,13 @@ def create_api(app: App) -> Any:
     api.include_router(push.ping_router)
     if app.metrics is not None:
         api.include_router(metrics.metrics_router(app.metrics.config.public))
+    # The dashboard (/) and the public status page (/status): pingr/web.
+    api.state.web = Site(app)
+    if app.config.web.dashboard:
+        api.include_router(pages.router)
+    api.include_router(status.router)
+    api.add_exception_handler(PageError, pages.page_error)
+    api.add_exception_handler(SignIn, pages.page_error)
 
     @api.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import func
@@ -105,7 +106,8 @@ class Queries(Writer):
                 for p, t in self.window_totals(since, pk, until).items()}
 
     def window_totals(self, since: int, pk: int | None = None,
-                      until: int | None = None) -> dict[int, rollup.Totals]:
+                      until: int | None = None, *, lean: bool = False
+                      ) -> dict[int, rollup.Totals]:
         """Per target (count, successes, lat_count, lat_sum, lat_min, lat_max) over [since, until].
 
         Up to RAW_WINDOW the raw rows answer exactly (when every raw result is kept); longer
@@ -128,7 +130,7 @@ class Queries(Writer):
                 params += (pk,)
 
             def raw_db() -> dict[int, rollup.Totals]:
-                with self.engine.connect() as conn:
+                with self.engine.connect() as conn, _lean(conn, lean):
                     rows = conn.exec_driver_sql(sql + " GROUP BY target_pk", params).all()
                 return {r[0]: (int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4]), r[5], r[6])
                         for r in rows}
@@ -142,7 +144,7 @@ class Queries(Writer):
         start_min = since - since % rollup.MINUTE_MS
 
         def agg_db() -> dict[int, rollup.Totals]:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, _lean(conn, lean):
                 return rollup.window_totals(conn, since, now, now - self.minute_retention_ms, pk)
 
         mem_minutes, disk = self._consistent(lambda: self._buffered_minutes(pk), agg_db)
@@ -169,13 +171,42 @@ class Queries(Writer):
                                        {0: _totals(acc)}])[0]
         return out
 
-    def history(self, pk: int, since: int, until: int, resolution: str) -> list[tuple[Any, ...]]:
-        """Aggregated buckets ("minute" or "hour") of one target, oldest first."""
+    def daily_all(self, since_day: int, until_day: int | None = None, *,
+                  lean: bool = False) -> dict[int, dict[int, rollup.Totals]]:
+        """Per target, per UTC day in [since_day, until_day) (midnights, epoch ms; no end:
+        up to now), from the per-hour aggregates and the buffer, in one scan.
+
+        `lean`: scan with a small page cache and hand it back afterwards (see _lean)."""
+        assert self.engine is not None
+
+        def db() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn, _lean(conn, lean):
+                return rollup.daily_all(conn, since_day, until_day)
+
+        minutes, disk = self._consistent(self._buffered_minutes, db)
+        out: dict[int, dict[int, rollup.Totals]] = {}
+        for day, pk, *totals in disk:
+            out.setdefault(pk, {})[day] = tuple(totals)  # type: ignore[assignment]
+        for (bucket, pk), acc in minutes.items():
+            day = bucket - bucket % rollup.DAY_MS
+            if day < since_day or (until_day is not None and day >= until_day):
+                continue
+            per_day = out.setdefault(pk, {})
+            per_day[day] = rollup.combine([{0: per_day[day]} if day in per_day else {},
+                                           {0: _totals(acc)}])[0]
+        return out
+
+    def history(self, pk: int, since: int, until: int, resolution: str, *,
+                lean: bool = False) -> list[tuple[Any, ...]]:
+        """Aggregated buckets ("minute" or "hour") of one target, oldest first.
+
+        `lean`: as for daily_all (one target's month scans every target's rows of that
+        month, the tables being keyed by time first)."""
         assert self.engine is not None
         table = rollup.TABLES[resolution]
 
         def db() -> list[tuple[Any, ...]]:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, _lean(conn, lean):
                 return rollup.series(conn, table, pk, since, until)
 
         minutes, disk = self._consistent(lambda: self._buffered_minutes(pk), db)
@@ -186,6 +217,28 @@ class Queries(Writer):
             if since <= bucket <= until:
                 rollup.merge(by_bucket, {bucket: acc})  # type: ignore[dict-item]
         return [(b, *by_bucket[b]) for b in sorted(by_bucket)]
+
+    def history_all(self, since: int, until: int, resolution: str, *, lean: bool = False
+                    ) -> dict[int, list[tuple[Any, ...]]]:
+        """Aggregated buckets ("minute" or "hour") of every target, oldest first, in one scan
+        (the dashboard's sparklines: one query instead of one per target, each of which would
+        scan every target's rows of the range, the tables being keyed by time first)."""
+        assert self.engine is not None
+        table = rollup.TABLES[resolution]
+
+        def db() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn, _lean(conn, lean):
+                return rollup.series_all(conn, table, since, until)
+
+        minutes, disk = self._consistent(self._buffered_minutes, db)
+        if resolution == "hour":
+            minutes = rollup.to_hours(minutes)
+        by_key: dict[tuple[int, int], rollup.Acc] = {(r[0], r[1]): list(r[2:]) for r in disk}
+        rollup.merge(by_key, {k: acc for k, acc in minutes.items() if since <= k[0] <= until})
+        out: dict[int, list[tuple[Any, ...]]] = {}
+        for bucket, pk in sorted(by_key):
+            out.setdefault(pk, []).append((bucket, *by_key[(bucket, pk)]))
+        return out
 
     def newest_result_ts(self) -> int | None:
         """Timestamp of the newest result, committed or buffered."""
@@ -242,6 +295,28 @@ class Queries(Writer):
     def max_alert_id(self) -> int:
         with self.session() as s:
             return s.exec(select(func.max(AlertRow.id))).one() or 0
+
+
+#: The page cache of a lean scan (KiB); SQLite's default is 2,000 KiB per connection.
+LEAN_CACHE_KIB = 256
+
+
+@contextlib.contextmanager
+def _lean(conn: Any, lean: bool) -> Iterator[None]:
+    """A scan of months of aggregates reads megabytes of pages. Each pooled connection would
+    keep up to its whole page cache (2 MB by default) of them for good, and the pool hands
+    out its connections in turn, so a once-a-day scan would cost a Pi Zero megabytes of RSS
+    for nothing: scan with a small cache, then give it back."""
+    if not lean:
+        yield
+        return
+    size = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{LEAN_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(size)}")
+        conn.exec_driver_sql("PRAGMA shrink_memory")
 
 
 def _totals(acc: rollup.Acc) -> rollup.Totals:

@@ -260,6 +260,21 @@ def daily(conn: Connection, pk: int, since_day: int) -> dict[int, Totals]:
     return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows}
 
 
+def daily_all(conn: Connection, since_day: int, until_day: int | None
+              ) -> list[tuple[Any, ...]]:
+    """(day, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max) of every
+    target per UTC day in [since_day, until_day), from the hour table."""
+    sql = (f"SELECT bucket - bucket % {DAY_MS}, target_pk, sum(count), sum(successes), "
+           "sum(lat_count), sum(lat_sum), min(lat_min), max(lat_max) FROM rollup_hour "
+           "WHERE bucket >= :since")
+    params: dict[str, Any] = {"since": since_day}
+    if until_day is not None:
+        sql += " AND bucket < :until"
+        params["until"] = until_day
+    return [(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5]), r[6], r[7])
+            for r in conn.execute(text(sql + " GROUP BY 1, 2"), params)]
+
+
 def series(conn: Connection, table: str, pk: int, since: int, until: int) -> list[tuple[Any, ...]]:
     """Buckets of one target in [since, until], oldest first (for graphs)."""
     columns = "bucket, count, successes, lat_count, lat_sum, lat_min, lat_max"
@@ -271,3 +286,11 @@ def series(conn: Connection, table: str, pk: int, since: int, until: int) -> lis
         f"SELECT {columns} FROM {table} "
         "WHERE bucket >= :since AND bucket <= :until AND target_pk = :pk ORDER BY bucket"
     ), {"since": since, "until": until, "pk": pk}).all())
+
+
+def series_all(conn: Connection, table: str, since: int, until: int) -> list[tuple[Any, ...]]:
+    """Buckets of every target in [since, until] as (bucket, target_pk, count, …)."""
+    return list(conn.execute(text(
+        f"SELECT bucket, target_pk, count, successes, lat_count, lat_sum, lat_min, lat_max "
+        f"FROM {table} WHERE bucket >= :since AND bucket <= :until"
+    ), {"since": since, "until": until}).all())

@@ -279,7 +279,7 @@ def test_three_sites_agree(fleet: Fleet):
                 return False
             # every node's vote on the shared check has arrived (each votes after its own
             # first probe of it, which may come after its state message)
-            if [c["voters"] for c in view["checks"]][:1] != [["n1", "n2", "n3"]]:
+            if [sorted(c["voters"]) for c in view["checks"]][:1] != [["n1", "n2", "n3"]]:
                 return False
         return True
 
@@ -287,7 +287,7 @@ def test_three_sites_agree(fleet: Fleet):
     view = f.fleet("n1")
     assert {n["node"]: n["name"] for n in view["nodes"]} == {
         "n1": "Site 1", "n2": "Site 2", "n3": "Site 3"}
-    assert view["checks"][0]["voters"] == ["n1", "n2", "n3"]
+    assert sorted(view["checks"][0]["voters"]) == ["n1", "n2", "n3"]
 
     # Per-node credentials: with n1's, a client may not speak for n2 (the broker's ACL drops
     # it), but may publish under n1: n1 notices another appliance using its node id.

@@ -11,7 +11,6 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from pingr.app import AppError
@@ -133,7 +132,7 @@ async def overview(request: Request) -> Response:
         views.add_stats(targets, site.stats)
         return site.renderer.render("overview.html", context)
 
-    return html_response(request, await run_in_threadpool(finish), started=started)
+    return html_response(request, await site.run(finish), started=started)
 
 
 @router.get("/targets/{target_id}")
@@ -166,7 +165,7 @@ async def target_page(target_id: str, request: Request, window: str = "24h") -> 
         context["incidents"] = views.incidents(app, target_id)
         return site.renderer.render("target.html", context)
 
-    return html_response(request, await run_in_threadpool(finish), started=started)
+    return html_response(request, await site.run(finish), started=started)
 
 
 @router.get("/targets/{target_id}/edit")

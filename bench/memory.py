@@ -21,8 +21,9 @@ from bench.probes import SERVER
 #: protocol, sqlite3). It builds nothing: no config, no store, no targets, no routes of the
 #: optional parts, no TLS context.
 FLOOR = """
-import time, pingr.cli
-pingr.cli.skip_unused_imports()
+import time, pingr.launch
+pingr.launch.skip_unused_imports()
+import pingr.cli
 import pingr.server, pingr.probes.context
 import httpcore, h11, sqlite3, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.off
 print('ready', flush=True)

@@ -1,5 +1,5 @@
 """Run pingr as `python -m pingr`."""
 
-from pingr.cli import main
+from pingr.launch import main
 
 raise SystemExit(main())

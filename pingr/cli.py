@@ -34,20 +34,9 @@ def _load(path: str | None) -> Config:
         raise SystemExit(1) from None
 
 
-def skip_unused_imports() -> None:
-    """Keep modules `pingr run` never uses out of the process (measured: bench/memory.py).
-
-    FastAPI imports `pydantic.v1` (1.5 MiB of RSS, 22 modules) only to ask whether each route's
-    models are pydantic-v1 models; pingr has none. FastAPI treats an ImportError there as "no
-    v1 models", the answer it would get anyway, so the import is made to fail. Call this before
-    anything imports the API routes (pingr.app, pingr.api).
-    """
-    if "pydantic.v1" not in sys.modules:
-        sys.modules["pydantic.v1"] = None  # type: ignore[assignment]
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    skip_unused_imports()
+    # `pingr run` through the console command or `python -m pingr` has already kept unused
+    # modules out (pingr.launch.skip_unused_imports), before anything imported httpx.
     # Imported here, not at the top: `pingr check-config`, `init` and `--version` must not
     # pay for FastAPI, SQLAlchemy and the parts (seconds and tens of MB on a Pi Zero).
     from pingr.app import App

@@ -49,6 +49,11 @@ def _switch_shorthand(value: Any) -> Any:
     return value
 
 
+#: Host sampling with a limit to watch (seconds): how late a breach can be seen.
+WATCH_INTERVAL = 5.0
+#: Host sampling with none: one sample per minute bucket of the metrics history.
+IDLE_INTERVAL = 60.0
+
 LimitSetting = Annotated[Limit | None, BeforeValidator(_limit_shorthand)]
 SwitchSetting = Annotated[Switch | None, BeforeValidator(_switch_shorthand)]
 
@@ -68,7 +73,17 @@ class ThresholdsConfig(Strict):
     temperature: LimitSetting = None
     undervoltage: SwitchSetting = None
     mounts: list[str] = Field(default_factory=lambda: ["/"])
-    interval: Duration = Field(5.0, ge=0.2, le=3600)
+    #: How often host metrics are sampled; unset: every WATCH_INTERVAL while a limit is set,
+    #: else every IDLE_INTERVAL (once per minute of history: an idle Pi is not woken for more).
+    interval: Duration | None = Field(None, ge=0.2, le=3600)
+
+    def sample_interval(self) -> float:
+        """The interval in force: the configured one, else by whether a limit is watched."""
+        if self.interval is not None:
+            return float(self.interval)
+        watching = any(v is not None for v in (self.cpu, self.memory, self.disk,
+                                                self.temperature, self.undervoltage))
+        return WATCH_INTERVAL if watching else IDLE_INTERVAL
 
     @field_validator("cpu", "memory", "disk")
     @classmethod

@@ -128,13 +128,13 @@ class HostCollector:
         self.settings = thresholds
         self.source = "config"
         self.updated_at: int | None = None
-        self.sampler = HostSampler(self.settings.interval, mounts=self.settings.mounts,
+        self.sampler = HostSampler(self.settings.sample_interval(), mounts=self.settings.mounts,
                                    pi=PiReader("/"), clock_ms=clock_ms)
         self.watcher = ThresholdWatcher(self.settings)
 
     @property
     def interval(self) -> float:
-        return self.settings.interval
+        return self.settings.sample_interval()
 
     async def collect(self) -> Findings:
         """Take a sample and evaluate every threshold against it."""
@@ -164,7 +164,7 @@ class HostCollector:
     def _use(self, settings: ThresholdsConfig, source: str, updated_at: int | None) -> None:
         self.settings, self.source, self.updated_at = settings, source, updated_at
         self.watcher.apply(settings)
-        self.sampler.interval = settings.interval
+        self.sampler.interval = settings.sample_interval()
         self.sampler.mounts = list(settings.mounts)
 
     def describe(self) -> dict[str, Any]:

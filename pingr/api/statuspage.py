@@ -9,17 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from pingr.api.deps import errors
+from pingr.api.stats import Uptime
 from pingr.web import public
 from pingr.web.site import Site
 
 router = APIRouter(tags=["status page"])
-
-
-class Uptime(BaseModel):
-    model_config = {"populate_by_name": True}
-    h24: float | None = Field(alias="24h")
-    d7: float | None = Field(alias="7d")
-    d30: float | None = Field(alias="30d")
 
 
 class DayOut(BaseModel):

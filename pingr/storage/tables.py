@@ -92,12 +92,10 @@ class ApiKeyRow(SQLModel, table=True):
     enabled: bool = True
 
 
-class HourRollup(SQLModel, table=True):
-    """Aggregate of one target's results in one hour (kept `storage.hour_retention`)."""
+class _Rollup(SQLModel):
+    """The columns of an aggregate row: one target's results in one bucket."""
 
-    __tablename__ = "rollup_hour"
-    __table_args__ = {"sqlite_with_rowid": False}
-    bucket: int = Field(primary_key=True)  # epoch ms of the hour's start
+    bucket: int = Field(primary_key=True)  # epoch ms of the bucket's start
     target_pk: int = Field(primary_key=True)
     count: int
     successes: int
@@ -107,7 +105,14 @@ class HourRollup(SQLModel, table=True):
     lat_max: int | None = None
 
 
-class DayRollup(SQLModel, table=True):
+class HourRollup(_Rollup, table=True):
+    """Aggregate of one target's results in one hour (kept `storage.hour_retention`)."""
+
+    __tablename__ = "rollup_hour"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
+class DayRollup(_Rollup, table=True):
     """Aggregate of one target's results in one UTC day, folded from the per-hour rows when
     the size cap (or a short `hour_retention`) removes them within the daily horizon, so the
     status page's daily bars outlive them. A day may be partly here and partly still in
@@ -115,14 +120,6 @@ class DayRollup(SQLModel, table=True):
 
     __tablename__ = "rollup_day"
     __table_args__ = {"sqlite_with_rowid": False}
-    bucket: int = Field(primary_key=True)  # epoch ms of the day's start (UTC midnight)
-    target_pk: int = Field(primary_key=True)
-    count: int
-    successes: int
-    lat_count: int
-    lat_sum: int
-    lat_min: int | None = None
-    lat_max: int | None = None
 
 
 class MetricSeriesRow(SQLModel, table=True):

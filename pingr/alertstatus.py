@@ -143,3 +143,14 @@ class AlertStatus:
         """(JSON bytes generated now, weak ETag) for `snap`."""
         _, head, tail, tag = self._parts(snap)
         return head + timestamp(self.clock()).encode() + tail, tag
+
+
+def alert_status_response(app: Any, if_none_match: str | None) -> tuple[int, bytes, str]:
+    """(status, body, etag) for /alert-status, from memory only; 304 when If-None-Match
+    matches the weak ETag of the current situation (RFC 9110: weak comparison, lists, *)."""
+    snap = app.monitor.snapshot()
+    tag = app.alert_status.etag(snap)
+    if none_match(if_none_match, tag):
+        return 304, b"", tag
+    body, tag = app.alert_status.render(snap)
+    return 200, body, tag

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from pingr import logrepeat
-from pingr.api.asgi import create_api
+from pingr.api.front import Front
 from pingr.app import App
 from pingr.config import Config, ConfigError
 from pingr.httpconns import Tracker, connection_plan, protocol_class, raise_fd_limit
@@ -99,7 +99,7 @@ class Server:
                 log.warning("http.max_connections lowered to %d: most of the %d open files "
                             "this process may have stay for the probes", cap, fd_limit)
             config = uvicorn.Config(
-                create_api(app), host=app.config.host, port=app.port,
+                Front(app, lambda: whole_api(app)), host=app.config.host, port=app.port,
                 access_log=False, log_level="warning", lifespan="off", server_header=False,
                 http=protocol_class(self.connections),  # type: ignore[arg-type]
                 backlog=backlog,
@@ -160,6 +160,15 @@ class Server:
         app.sd.send(f"READY=1\nSTATUS=monitoring {sum(t.enabled for t in app.targets.values())}"
                     f" targets; API on port {app.port}")
         log.info("API listening on http://%s:%d/api/v1/", app.config.host, app.port)
+
+
+def whole_api(app: App) -> object:
+    """The whole HTTP API, imported and built when the front door first needs it: FastAPI and
+    every route and model are ~1 s of start-up and ~12 MiB that an appliance answering only
+    alert-status and health never uses (pingr/api/front.py)."""
+    from pingr.api.asgi import create_api
+
+    return create_api(app)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -6,23 +6,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from pingr.alertstatus import none_match
+from pingr.alertstatus import alert_status_response
 from pingr.api.auth import KeyInfo, require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app, parse_limit
 from pingr.api.schemas import AckOut, AlertOut, AlertStatusOut
 
 router = APIRouter(tags=["alerts"])
-
-
-def alert_status_response(app, if_none_match: str | None) -> tuple[int, bytes, str]:
-    """(status, body, etag) for /alert-status, from memory only; 304 when If-None-Match
-    matches the weak ETag of the current situation (RFC 9110: weak comparison, lists, *)."""
-    snap = app.monitor.snapshot()
-    tag = app.alert_status.etag(snap)
-    if none_match(if_none_match, tag):
-        return 304, b"", tag
-    body, tag = app.alert_status.render(snap)
-    return 200, body, tag
 
 
 @router.get("/alert-status", response_model=AlertStatusOut, dependencies=[require("read")],
@@ -32,7 +21,7 @@ def alert_status_response(app, if_none_match: str | None) -> tuple[int, bytes, s
 def alert_status(request: Request, app=Depends(get_app)) -> Response:
     """Is anything down right now? Served from memory; supports ETag / If-None-Match.
 
-    The server answers this path on a fast path with the same key checks (see api/__init__.py);
+    The server answers this path on a fast path with the same key checks (pingr/api/front.py);
     this route documents it and serves it if the fast path is off.
     """
     status, body, etag = alert_status_response(app, request.headers.get("if-none-match"))

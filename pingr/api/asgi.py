@@ -1,8 +1,10 @@
-"""The HTTP API: FastAPI app factory, error format, OpenAPI, and the alert-status fast path."""
+"""The whole HTTP API: the FastAPI app, its error format and OpenAPI document, behind the Guard.
+
+Built on its first use by the front door (pingr/api/front.py), which answers alert-status and
+health without it."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -13,7 +15,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pingr import __version__
-from pingr.access import key_from_headers
 from pingr.api import (
     alerts,
     channels,
@@ -37,7 +38,8 @@ from pingr.api import (
     targets,
     webhooks,
 )
-from pingr.api.deps import error_body, error_response
+from pingr.api.deps import error_response
+from pingr.api.front import PREFIX, SERVER_ERROR, AlertStatusFastPath
 from pingr.api.guard import Guard
 from pingr.app import App, AppError
 from pingr.probes.registry import KINDS
@@ -46,9 +48,6 @@ from pingr.web import pages, status
 from pingr.web.site import PageError, SignIn, Site
 
 log = logging.getLogger(__name__)
-
-PREFIX = "/api/v1"
-STATUS_PATH = PREFIX + "/alert-status"
 
 #: Routers in the order they appear in the OpenAPI document. Each guards itself with
 #: `require(scope)`; only health is public.
@@ -61,10 +60,6 @@ ROUTERS = [health.router, alerts.router, targets.router, results.router, keys.ro
 
 #: Where FastAPI says a bad value came from; not part of what the user wrote.
 _SOURCES = ("body", "query", "path", "header", "cookie")
-#: The draft's wording for an unexpected server error.
-SERVER_ERROR = "unexpected server error"
-#: PiAlert's wording when alert-status cannot be produced.
-STATUS_ERROR = "Unable to fetch alert status"
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -81,7 +76,7 @@ def validation_message(exc: RequestValidationError) -> str:
 
 
 def create_api(app: App) -> Any:
-    """Build the ASGI application serving `app`."""
+    """The whole API serving `app`, as an ASGI application."""
     api = FastAPI(
         title="pingr",
         version=__version__,
@@ -150,55 +145,3 @@ def create_api(app: App) -> Any:
 
     api.openapi = openapi  # type: ignore[method-assign]
     return Guard(AlertStatusFastPath(api, app), app, api.routes)
-
-
-class AlertStatusFastPath:
-    """Answers GET /api/v1/alert-status before FastAPI's routing and dependency machinery.
-
-    Pollers hit this path every few seconds; the same Authenticator checks the key, scope and
-    rate limits, the body comes cached from the monitor's snapshot, and ETag gives 304s.
-    Everything else goes to the FastAPI app unchanged.
-    """
-
-    def __init__(self, inner: FastAPI, app: App) -> None:
-        self.inner = inner
-        self.app = app
-        # Starlette's TestClient and other tooling look for these on the ASGI app.
-        self.state = inner.state
-        self.openapi = inner.openapi
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if (scope["type"] != "http" or scope["path"] != STATUS_PATH
-                or scope["method"] not in ("GET", "HEAD")):
-            await self.inner(scope, receive, send)
-            return
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name in (b"x-api-key", b"authorization", b"if-none-match", b"x-forwarded-for"):
-                key, text = name.decode(), value.decode("latin-1")
-                # A repeated field is one list (RFC 9110 5.3): If-None-Match may come twice.
-                headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        auth = self.app.auth
-        peer = scope.get("client")
-        ip = auth.client_ip(peer[0] if peer else None, headers.get("x-forwarded-for"))
-        outcome = auth.check(key_from_headers(headers.get), ip, "read")
-        out_headers = outcome.headers
-        if outcome.status != 200:
-            status, body = outcome.status, json.dumps(error_body(outcome.detail or "")).encode()
-        else:
-            try:
-                status, body, etag = alerts.alert_status_response(
-                    self.app, headers.get("if-none-match"))
-            except Exception:  # a bug must still answer JSON, as the document says
-                log.exception("alert-status failed")
-                status, body = 500, json.dumps(error_body(STATUS_ERROR)).encode()
-            else:
-                out_headers = {**out_headers, "ETag": etag, "Cache-Control": "no-cache"}
-        raw = []
-        if status != 304:  # a 304 carries the validators, not the representation's metadata
-            raw += [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())]
-        raw += [(k.lower().encode(), v.encode()) for k, v in out_headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body",
-                    "body": body if scope["method"] == "GET" else b""})

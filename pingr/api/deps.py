@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from pingr.api.front import error_body
 from pingr.api.schemas import ErrorOut
 from pingr.timeutil import parse_duration, parse_timestamp, to_ms
 
@@ -16,11 +17,6 @@ if TYPE_CHECKING:
 
 def get_app(request: Request) -> App:
     return request.app.state.pingr
-
-
-def error_body(message: str) -> dict[str, str]:
-    """Every error's body: the Pingu draft's `error` and PiAlert's `detail`, one message."""
-    return {"error": message, "detail": message}
 
 
 def error_response(status: int, message: str,

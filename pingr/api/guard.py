@@ -14,7 +14,7 @@ from typing import Any
 from starlette.routing import compile_path
 
 from pingr.access import Authenticator, key_from_headers
-from pingr.api.deps import error_body
+from pingr.api.front import error_body
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)

@@ -47,6 +47,7 @@ from pingr.collectors.thresholds import HostCollector
 from pingr.collectors.timeline import Transition
 from pingr.config import Config, check_dependencies, default_targets
 from pingr.configbase import TargetBase
+from pingr.errors import AppError
 from pingr.events import EventBroker
 from pingr.executions import Executions
 from pingr.fleet.config import FLEET_SOURCE
@@ -84,15 +85,6 @@ log = logging.getLogger(__name__)
 LIVENESS_MAX_WAIT = 10.0
 #: A collector's run is cancelled after this long (a hung psutil read, a stuck engine).
 COLLECTOR_TIMEOUT = 30.0
-
-
-class AppError(Exception):
-    """A problem the API reports as an HTTP status with a message."""
-
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field, ValidationError
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app, parse_limit, parse_time_param
 from pingr.api.schemas import ResultItem, UtcTime, ts
-from pingr.app import AppError
 from pingr.config import CheckSpec
+from pingr.errors import AppError
 from pingr.models import Target
 from pingr.timeutil import format_duration, now_ms
 from pingr.validation import describe

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from pingr.app import AppError
+from pingr.errors import AppError
 from pingr.probes.registry import parse_spec
 from pingr.timeutil import parse_duration
 from pingr.web import views

@@ -31,11 +31,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlmodel import select
 
 from pingr import __version__, autocerts
 from pingr.access import Authenticator
@@ -54,7 +52,8 @@ from pingr.fleet.config import FLEET_SOURCE
 from pingr.fleet.member import Fleet
 from pingr.heartbeat import Heartbeats
 from pingr.instance import InstanceLock
-from pingr.keys import LAST_ADMIN, KeyRing, create_key, enabled_admins, hash_key, key_id
+from pingr.keyadmin import KeyAdmin
+from pingr.keys import KeyRing
 from pingr.liveness import Inputs, Liveness, Verdict
 from pingr.metrics import Metrics
 from pingr.models import Alert, Result, Target
@@ -63,13 +62,12 @@ from pingr.mqtt.publisher import Mqtt
 from pingr.notify import fcm
 from pingr.notify.notifier import Notifier
 from pingr.outputs.manager import Outputs
-from pingr.paths import database_path, spool_path, state_directory
+from pingr.paths import database_path, spool_path
 from pingr.probes.context import ProbeContext
 from pingr.probes.registry import KINDS, parse_spec
 from pingr.resources import Resources
 from pingr.scheduler import Scheduler
 from pingr.silence import Silences
-from pingr.storage.tables import ApiKeyRow
 from pingr.store import Store
 from pingr.systemd import SdNotify
 from pingr.timeline import ContainerTimeline
@@ -153,6 +151,10 @@ class App:
                                  stagger=config.scheduler.stagger, clock_ms=clock_ms,
                                  loop_time=time.monotonic)
         self.keys = KeyRing(self.store)
+        # Without auth.key_file the first admin key goes beside the database: in the state
+        # directory, or where storage.path put the database.
+        self.key_admin = KeyAdmin(self.store, self.keys, config.auth, key_dir=self.db_path.parent,
+                                  console=self.console)
         self.auth = Authenticator(self.keys, self.store,
                                   per_minute=config.auth.rate_limit_per_minute,
                                   failures_per_minute=config.auth.auth_failures_per_minute,
@@ -192,8 +194,6 @@ class App:
         self.port: int = config.port
         #: Set by the server when it begins to shut down (long-lived responses end).
         self.stopping = False
-        self.key_file: Path | None = None
-        self.bootstrap_key: str | None = None
         #: sd_notify to systemd (READY/STOPPING/WATCHDOG); a no-op outside a Type=notify unit.
         self.sd = SdNotify(self.env)
 
@@ -222,7 +222,7 @@ class App:
             targets, self.store.open_alerts(),
             self.store.recent_by_target([t.pk for t in targets if t.enabled]),
             self.store.max_alert_id() + 1, self.store.newest_result_ts()))
-        self._bootstrap_keys()
+        self.key_admin.bootstrap()
         self.keys.reload()
         await self.silences.start()
         await self.heartbeats.start()
@@ -661,95 +661,6 @@ class App:
     def target_ids_by_pk(self) -> dict[int, str]:
         """Stored targets by their row number (raw results carry only that)."""
         return {t.pk: t.id for t in self.targets.values()}
-
-    # ------------------------------------------------------------------ keys
-
-    def _bootstrap_keys(self) -> None:
-        """A known admin key from config/env, or on first start a new one printed once.
-
-        A configured key is made an enabled admin key at every start, whatever happened to it
-        through the API or the CLI: it is the owner's way back in."""
-        configured = self.config.auth.api_key
-        with self.store.session() as s:
-            for row in s.exec(select(ApiKeyRow)).all():
-                if row.prefix != key_id(row.key_hash):  # lists once showed key characters
-                    row.prefix = key_id(row.key_hash)
-                    s.add(row)
-            has_keys = s.exec(select(ApiKeyRow).limit(1)).first() is not None
-            if configured:
-                digest = hash_key(configured)
-                row = (s.exec(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first()
-                       or s.exec(select(ApiKeyRow).where(ApiKeyRow.name == "bootstrap")).first())
-                if row is None:
-                    if has_keys:
-                        log.warning("the configured admin key (auth.api_key / PINGR_API_KEY) "
-                                    "was deleted: created again as key 'bootstrap'")
-                    create_key(s, "bootstrap", "admin", configured)
-                elif (row.key_hash, row.scope, row.enabled) != (digest, "admin", True):
-                    if row.key_hash == digest:
-                        log.warning("the configured admin key (auth.api_key / PINGR_API_KEY), "
-                                    "key %r, was disabled or lost its admin scope: enabled "
-                                    "again as an admin key", row.name)
-                    row.key_hash, row.prefix, row.scope, row.enabled = (
-                        digest, key_id(digest), "admin", True)
-                    s.add(row)
-                s.commit()
-                return
-            if has_keys:
-                s.commit()
-                return
-            _, plaintext = create_key(s, "admin", "admin")
-            s.commit()
-        self.bootstrap_key = plaintext
-        key_file = Path(self.config.auth.key_file) if self.config.auth.key_file else (
-            state_directory(self.env) if not self.config.storage.path else self.db_path.parent
-        ) / "admin.key"
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(plaintext + "\n")
-        os.chmod(key_file, 0o600)
-        self.key_file = key_file
-        # The key goes to an interactive console only; under systemd stderr is the journal,
-        # and secrets are never logged, so there only the file's path is shown.
-        if getattr(self.console, "isatty", lambda: False)():
-            print(f"\npingr: created the first admin API key (shown once):\n\n    {plaintext}\n",
-                  file=self.console)
-        log.warning("created the first admin API key; it is in %s (readable only by this user)",
-                    key_file)
-
-    async def keys_admin(self, action: str, **kw: Any) -> Any:
-        """Key management on the writer thread; refreshes the in-memory key ring."""
-
-        def plain(row: ApiKeyRow) -> ApiKeyRow:
-            # A detached copy: the session's objects expire at commit.
-            return ApiKeyRow(**row.model_dump())
-
-        def work(s: Any) -> Any:
-            if action == "list":
-                return [plain(r) for r in s.exec(select(ApiKeyRow).order_by(ApiKeyRow.id))]
-            if action == "create":
-                row, plaintext = create_key(s, kw["name"], kw["scope"])
-                return plain(row), plaintext
-            row = s.get(ApiKeyRow, kw["key_id"])
-            if row is None:
-                return None
-            if (action in ("delete", "disable") and row.scope == "admin" and row.enabled
-                    and enabled_admins(s) <= 1):
-                raise AppError(409, LAST_ADMIN.format(action=action))
-            if action == "delete":
-                s.delete(row)
-                return plain(row)
-            row.enabled = action == "enable"
-            s.add(row)
-            s.flush()
-            return plain(row)
-
-        await self.store.commit()  # usage counts first, so the listing is current
-        out = await self.store.write(work)
-        if action != "list":
-            self.keys.reload()
-        return out
 
     # ------------------------------------------------------------------ health
 

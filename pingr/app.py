@@ -33,9 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
-from pingr import __version__, autocerts
+from pingr import __version__
 from pingr.access import Authenticator
 from pingr.alertstatus import AlertStatus
 from pingr.collectors.docker import DockerCollector, docker_wanted
@@ -43,9 +41,7 @@ from pingr.collectors.resources import ContainerSampler
 from pingr.collectors.source import Findings
 from pingr.collectors.thresholds import HostCollector
 from pingr.collectors.timeline import Transition
-from pingr.config import Config, check_dependencies, default_targets
-from pingr.configbase import TargetBase
-from pingr.errors import AppError
+from pingr.config import Config, default_targets
 from pingr.events import EventBroker
 from pingr.executions import Executions
 from pingr.fleet.config import FLEET_SOURCE
@@ -64,15 +60,14 @@ from pingr.notify.notifier import Notifier
 from pingr.outputs.manager import Outputs
 from pingr.paths import database_path, spool_path
 from pingr.probes.context import ProbeContext
-from pingr.probes.registry import KINDS, parse_spec
 from pingr.resources import Resources
 from pingr.scheduler import Scheduler
 from pingr.silence import Silences
 from pingr.store import Store
 from pingr.systemd import SdNotify
+from pingr.targetadmin import TargetAdmin
 from pingr.timeline import ContainerTimeline
 from pingr.timeutil import now_ms
-from pingr.validation import ALIASES, describe
 from pingr.webhooks import Webhooks
 from pingr.writemeter import WriteMeter
 
@@ -135,7 +130,6 @@ class App:
                            min_free=st.min_free, retry_interval=st.retry_interval,
                            spool_path=spool_path(config, self.db_path, self.env))
         self.write_meter = WriteMeter()
-        self.targets: dict[str, Target] = {}
         self.silences = Silences(self.store, clock_ms, on_edge=self._silence_edge)
         self.monitor = Monitor(silenced=self.silences.is_silenced, held=self._held,
                                clock_ms=clock_ms)
@@ -186,6 +180,9 @@ class App:
         self.resources = Resources(self.store, clock_ms)
         self.container_stats = (ContainerSampler(self.docker, clock_ms)
                                 if self.docker is not None else None)
+        # ---- the stored targets and every change to them (config, API, dashboard)
+        self.target_admin = TargetAdmin(self.store, self.monitor, self.scheduler, self.ctx,
+                                        self.heartbeats, apply=self._apply, clock_ms=clock_ms)
         #: Collector source -> the ids of its targets in the monitor.
         self._collected: dict[str, set[str]] = {}
         self.started_at = time.monotonic()
@@ -205,17 +202,7 @@ class App:
             log.warning("WARNING: %s", warning)
         self.lock.acquire()
         self.store.open()
-        specs = self.config.targets or default_targets(self.port)
-        targets = self.store.reconcile(specs, self.clock_ms())
-        todo = autocerts.plan(targets)
-        if todo:  # HTTPS targets came or went while we were stopped
-            await self.store.write(lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
-            targets = self.store.load_targets()
-        self.targets = {t.id: t for t in targets}
-        for name, kind in KINDS.items():
-            wanted = [t for t in targets if t.enabled and t.spec.type == name]
-            if kind.prepare is not None and wanted:
-                kind.prepare(self.ctx, wanted)  # e.g. IcmpUnavailable with both fixes
+        targets = await self.target_admin.load(self.config.targets or default_targets(self.port))
         self.silences.load()
         self.resources.start()
         self._apply(self.monitor.restore(
@@ -305,15 +292,7 @@ class App:
         state, counters and open alerts. Returns the sections that changed but only take
         effect at the next start (they are logged)."""
         old = self.config
-        specs = new.targets or default_targets(self.port)
-        ts = self.clock_ms()
-        targets = await self.store.write(lambda _s: self.store.reconcile(specs, ts))
-        changed = 0
-        for target in targets:
-            before = self.targets.get(target.id)
-            if before is None or before.spec != target.spec:
-                self._set_target(target)
-                changed += 1
+        changed = await self.target_admin.reload(new.targets or default_targets(self.port))
         if new.hardware != old.hardware:
             await self.outputs.stop()
             self.outputs = Outputs(new.hardware, on_button=self.on_button,
@@ -572,91 +551,10 @@ class App:
 
     # ------------------------------------------------------------------ targets
 
-    def _check_graph(self, spec: TargetBase, replacing: str | None = None) -> None:
-        graph = {t.name: t.spec.depends_on for t in self.targets.values() if t.id != replacing}
-        if spec.name in graph:
-            raise AppError(409, f"a target named {spec.name!r} already exists")
-        graph[spec.name] = spec.depends_on
-        try:
-            check_dependencies(graph)
-        except ValueError as exc:
-            raise AppError(400, str(exc)) from None
-
-    async def create_target(self, spec: TargetBase) -> Target:
-        self._check_graph(spec)
-        ts = self.clock_ms()
-        target = await self.store.write(lambda s: self.store.insert_target(s, spec, "api", ts))
-        self._set_target(target)
-        log.info("target %r added", target.name)
-        await self._sync_certificates()
-        return target
-
-    def _not_automatic(self, target: Target) -> None:
-        if target.source == autocerts.AUTO:
-            raise AppError(409, f"{target.name!r} is checked automatically for the HTTPS "
-                                "targets on its host and port: change or delete those, or add "
-                                "a tls target of your own for it")
-
-    async def _sync_certificates(self) -> None:
-        """Make the automatic certificate checks follow the HTTPS targets (pingr.autocerts)."""
-        todo = autocerts.plan(self.targets.values())
-        if not todo:
-            return
-        saved, removed = await self.store.write(
-            lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
-        for target in removed:
-            await self._forget_target(target)
-        for target in saved:
-            self._set_target(target)
-
-    async def update_target(self, target: Target, changes: dict[str, Any]) -> Target:
-        self._not_automatic(target)
-        data = {**target.spec.model_dump(), **changes}
-        for long, (short, _) in ALIASES.items():
-            if short in changes and long not in changes:
-                data.pop(long, None)  # `interval: 5s` replaces the stored interval_seconds
-        if changes.get("type") and changes["type"] != target.spec.type:
-            # Fields of the old kind would be unknown to the new one.
-            data = {k: v for k, v in data.items() if k in changes or k in TargetBase.model_fields}
-        try:
-            spec = parse_spec(data)
-        except ValidationError as exc:
-            raise AppError(400, "; ".join(describe(exc, data, tags=KINDS))) from None
-        self._check_graph(spec, replacing=target.id)
-        ts = self.clock_ms()
-        new = await self.store.write(lambda s: self.store.update_target(s, target.pk, spec, ts))
-        self._set_target(new)
-        await self._sync_certificates()
-        return new
-
-    async def delete_target(self, target: Target) -> None:
-        self._not_automatic(target)
-        dependants = [t.name for t in self.targets.values() if t.spec.depends_on == target.name]
-        if dependants:
-            raise AppError(409, f"targets depend on {target.name!r}: {', '.join(dependants)}")
-        await self.store.write(lambda s: self.store.delete_target(s, target.pk))
-        await self._forget_target(target)
-        log.info("target %r deleted", target.name)
-        await self._sync_certificates()
-
-    async def _forget_target(self, target: Target) -> None:
-        """A target deleted from the database leaves the scheduler, the monitor, the parts."""
-        self.targets.pop(target.id, None)
-        self.scheduler.remove(target.id)
-        self._apply(self.monitor.remove(target.id))
-        self.heartbeats.forget(target.id)
-        await self.store.forget(target.pk)
-
-    def _set_target(self, target: Target) -> None:
-        self.targets[target.id] = target
-        kind = KINDS[target.spec.type]
-        if target.enabled and kind.prepare is not None:
-            try:
-                kind.prepare(self.ctx, [target])
-            except RuntimeError as exc:  # the probe will fail with the same reason, visibly
-                log.error("%s", exc)
-        self._apply(self.monitor.set_target(target))
-        self.scheduler.set(target)
+    @property
+    def targets(self) -> dict[str, Target]:
+        """The stored targets by id (pingr.targetadmin keeps them)."""
+        return self.target_admin.targets
 
     def target_ids_by_pk(self) -> dict[int, str]:
         """Stored targets by their row number (raw results carry only that)."""

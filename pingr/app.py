@@ -31,13 +31,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-from sqlmodel import select
-
-from pingr import __version__, autocerts
+from pingr import __version__
 from pingr.access import Authenticator
 from pingr.alertstatus import AlertStatus
 from pingr.collectors.docker import DockerCollector, docker_wanted
@@ -45,15 +41,15 @@ from pingr.collectors.resources import ContainerSampler
 from pingr.collectors.source import Findings
 from pingr.collectors.thresholds import HostCollector
 from pingr.collectors.timeline import Transition
-from pingr.config import Config, check_dependencies, default_targets
-from pingr.configbase import TargetBase
+from pingr.config import Config, default_targets
 from pingr.events import EventBroker
 from pingr.executions import Executions
 from pingr.fleet.config import FLEET_SOURCE
 from pingr.fleet.member import Fleet
 from pingr.heartbeat import Heartbeats
 from pingr.instance import InstanceLock
-from pingr.keys import LAST_ADMIN, KeyRing, create_key, enabled_admins, hash_key, key_id
+from pingr.keyadmin import KeyAdmin
+from pingr.keys import KeyRing
 from pingr.liveness import Inputs, Liveness, Verdict
 from pingr.metrics import Metrics
 from pingr.models import Alert, Result, Target
@@ -62,18 +58,16 @@ from pingr.mqtt.publisher import Mqtt
 from pingr.notify import fcm
 from pingr.notify.notifier import Notifier
 from pingr.outputs.manager import Outputs
-from pingr.paths import database_path, spool_path, state_directory
+from pingr.paths import database_path, spool_path
 from pingr.probes.context import ProbeContext
-from pingr.probes.registry import KINDS, parse_spec
 from pingr.resources import Resources
 from pingr.scheduler import Scheduler
 from pingr.silence import Silences
-from pingr.storage.tables import ApiKeyRow
 from pingr.store import Store
 from pingr.systemd import SdNotify
+from pingr.targetadmin import TargetAdmin
 from pingr.timeline import ContainerTimeline
 from pingr.timeutil import now_ms
-from pingr.validation import ALIASES, describe
 from pingr.webhooks import Webhooks
 from pingr.writemeter import WriteMeter
 
@@ -84,15 +78,6 @@ log = logging.getLogger(__name__)
 LIVENESS_MAX_WAIT = 10.0
 #: A collector's run is cancelled after this long (a hung psutil read, a stuck engine).
 COLLECTOR_TIMEOUT = 30.0
-
-
-class AppError(Exception):
-    """A problem the API reports as an HTTP status with a message."""
-
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -145,7 +130,6 @@ class App:
                            min_free=st.min_free, retry_interval=st.retry_interval,
                            spool_path=spool_path(config, self.db_path, self.env))
         self.write_meter = WriteMeter()
-        self.targets: dict[str, Target] = {}
         self.silences = Silences(self.store, clock_ms, on_edge=self._silence_edge)
         self.monitor = Monitor(silenced=self.silences.is_silenced, held=self._held,
                                clock_ms=clock_ms)
@@ -161,6 +145,10 @@ class App:
                                  stagger=config.scheduler.stagger, clock_ms=clock_ms,
                                  loop_time=time.monotonic)
         self.keys = KeyRing(self.store)
+        # Without auth.key_file the first admin key goes beside the database: in the state
+        # directory, or where storage.path put the database.
+        self.key_admin = KeyAdmin(self.store, self.keys, config.auth, key_dir=self.db_path.parent,
+                                  console=self.console)
         self.auth = Authenticator(self.keys, self.store,
                                   per_minute=config.auth.rate_limit_per_minute,
                                   failures_per_minute=config.auth.auth_failures_per_minute,
@@ -192,6 +180,9 @@ class App:
         self.resources = Resources(self.store, clock_ms)
         self.container_stats = (ContainerSampler(self.docker, clock_ms)
                                 if self.docker is not None else None)
+        # ---- the stored targets and every change to them (config, API, dashboard)
+        self.target_admin = TargetAdmin(self.store, self.monitor, self.scheduler, self.ctx,
+                                        self.heartbeats, apply=self._apply, clock_ms=clock_ms)
         #: Collector source -> the ids of its targets in the monitor.
         self._collected: dict[str, set[str]] = {}
         self.started_at = time.monotonic()
@@ -200,8 +191,6 @@ class App:
         self.port: int = config.port
         #: Set by the server when it begins to shut down (long-lived responses end).
         self.stopping = False
-        self.key_file: Path | None = None
-        self.bootstrap_key: str | None = None
         #: sd_notify to systemd (READY/STOPPING/WATCHDOG); a no-op outside a Type=notify unit.
         self.sd = SdNotify(self.env)
 
@@ -213,24 +202,14 @@ class App:
             log.warning("WARNING: %s", warning)
         self.lock.acquire()
         self.store.open()
-        specs = self.config.targets or default_targets(self.port)
-        targets = self.store.reconcile(specs, self.clock_ms())
-        todo = autocerts.plan(targets)
-        if todo:  # HTTPS targets came or went while we were stopped
-            await self.store.write(lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
-            targets = self.store.load_targets()
-        self.targets = {t.id: t for t in targets}
-        for name, kind in KINDS.items():
-            wanted = [t for t in targets if t.enabled and t.spec.type == name]
-            if kind.prepare is not None and wanted:
-                kind.prepare(self.ctx, wanted)  # e.g. IcmpUnavailable with both fixes
+        targets = await self.target_admin.load(self.config.targets or default_targets(self.port))
         self.silences.load()
         self.resources.start()
         self._apply(self.monitor.restore(
             targets, self.store.open_alerts(),
             self.store.recent_by_target([t.pk for t in targets if t.enabled]),
             self.store.max_alert_id() + 1, self.store.newest_result_ts()))
-        self._bootstrap_keys()
+        self.key_admin.bootstrap()
         self.keys.reload()
         await self.silences.start()
         await self.heartbeats.start()
@@ -313,15 +292,7 @@ class App:
         state, counters and open alerts. Returns the sections that changed but only take
         effect at the next start (they are logged)."""
         old = self.config
-        specs = new.targets or default_targets(self.port)
-        ts = self.clock_ms()
-        targets = await self.store.write(lambda _s: self.store.reconcile(specs, ts))
-        changed = 0
-        for target in targets:
-            before = self.targets.get(target.id)
-            if before is None or before.spec != target.spec:
-                self._set_target(target)
-                changed += 1
+        changed = await self.target_admin.reload(new.targets or default_targets(self.port))
         if new.hardware != old.hardware:
             await self.outputs.stop()
             self.outputs = Outputs(new.hardware, on_button=self.on_button,
@@ -580,184 +551,14 @@ class App:
 
     # ------------------------------------------------------------------ targets
 
-    def _check_graph(self, spec: TargetBase, replacing: str | None = None) -> None:
-        graph = {t.name: t.spec.depends_on for t in self.targets.values() if t.id != replacing}
-        if spec.name in graph:
-            raise AppError(409, f"a target named {spec.name!r} already exists")
-        graph[spec.name] = spec.depends_on
-        try:
-            check_dependencies(graph)
-        except ValueError as exc:
-            raise AppError(400, str(exc)) from None
-
-    async def create_target(self, spec: TargetBase) -> Target:
-        self._check_graph(spec)
-        ts = self.clock_ms()
-        target = await self.store.write(lambda s: self.store.insert_target(s, spec, "api", ts))
-        self._set_target(target)
-        log.info("target %r added", target.name)
-        await self._sync_certificates()
-        return target
-
-    def _not_automatic(self, target: Target) -> None:
-        if target.source == autocerts.AUTO:
-            raise AppError(409, f"{target.name!r} is checked automatically for the HTTPS "
-                                "targets on its host and port: change or delete those, or add "
-                                "a tls target of your own for it")
-
-    async def _sync_certificates(self) -> None:
-        """Make the automatic certificate checks follow the HTTPS targets (pingr.autocerts)."""
-        todo = autocerts.plan(self.targets.values())
-        if not todo:
-            return
-        saved, removed = await self.store.write(
-            lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
-        for target in removed:
-            await self._forget_target(target)
-        for target in saved:
-            self._set_target(target)
-
-    async def update_target(self, target: Target, changes: dict[str, Any]) -> Target:
-        self._not_automatic(target)
-        data = {**target.spec.model_dump(), **changes}
-        for long, (short, _) in ALIASES.items():
-            if short in changes and long not in changes:
-                data.pop(long, None)  # `interval: 5s` replaces the stored interval_seconds
-        if changes.get("type") and changes["type"] != target.spec.type:
-            # Fields of the old kind would be unknown to the new one.
-            data = {k: v for k, v in data.items() if k in changes or k in TargetBase.model_fields}
-        try:
-            spec = parse_spec(data)
-        except ValidationError as exc:
-            raise AppError(400, "; ".join(describe(exc, data, tags=KINDS))) from None
-        self._check_graph(spec, replacing=target.id)
-        ts = self.clock_ms()
-        new = await self.store.write(lambda s: self.store.update_target(s, target.pk, spec, ts))
-        self._set_target(new)
-        await self._sync_certificates()
-        return new
-
-    async def delete_target(self, target: Target) -> None:
-        self._not_automatic(target)
-        dependants = [t.name for t in self.targets.values() if t.spec.depends_on == target.name]
-        if dependants:
-            raise AppError(409, f"targets depend on {target.name!r}: {', '.join(dependants)}")
-        await self.store.write(lambda s: self.store.delete_target(s, target.pk))
-        await self._forget_target(target)
-        log.info("target %r deleted", target.name)
-        await self._sync_certificates()
-
-    async def _forget_target(self, target: Target) -> None:
-        """A target deleted from the database leaves the scheduler, the monitor, the parts."""
-        self.targets.pop(target.id, None)
-        self.scheduler.remove(target.id)
-        self._apply(self.monitor.remove(target.id))
-        self.heartbeats.forget(target.id)
-        await self.store.forget(target.pk)
-
-    def _set_target(self, target: Target) -> None:
-        self.targets[target.id] = target
-        kind = KINDS[target.spec.type]
-        if target.enabled and kind.prepare is not None:
-            try:
-                kind.prepare(self.ctx, [target])
-            except RuntimeError as exc:  # the probe will fail with the same reason, visibly
-                log.error("%s", exc)
-        self._apply(self.monitor.set_target(target))
-        self.scheduler.set(target)
+    @property
+    def targets(self) -> dict[str, Target]:
+        """The stored targets by id (pingr.targetadmin keeps them)."""
+        return self.target_admin.targets
 
     def target_ids_by_pk(self) -> dict[int, str]:
         """Stored targets by their row number (raw results carry only that)."""
         return {t.pk: t.id for t in self.targets.values()}
-
-    # ------------------------------------------------------------------ keys
-
-    def _bootstrap_keys(self) -> None:
-        """A known admin key from config/env, or on first start a new one printed once.
-
-        A configured key is made an enabled admin key at every start, whatever happened to it
-        through the API or the CLI: it is the owner's way back in."""
-        configured = self.config.auth.api_key
-        with self.store.session() as s:
-            for row in s.exec(select(ApiKeyRow)).all():
-                if row.prefix != key_id(row.key_hash):  # lists once showed key characters
-                    row.prefix = key_id(row.key_hash)
-                    s.add(row)
-            has_keys = s.exec(select(ApiKeyRow).limit(1)).first() is not None
-            if configured:
-                digest = hash_key(configured)
-                row = (s.exec(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first()
-                       or s.exec(select(ApiKeyRow).where(ApiKeyRow.name == "bootstrap")).first())
-                if row is None:
-                    if has_keys:
-                        log.warning("the configured admin key (auth.api_key / PINGR_API_KEY) "
-                                    "was deleted: created again as key 'bootstrap'")
-                    create_key(s, "bootstrap", "admin", configured)
-                elif (row.key_hash, row.scope, row.enabled) != (digest, "admin", True):
-                    if row.key_hash == digest:
-                        log.warning("the configured admin key (auth.api_key / PINGR_API_KEY), "
-                                    "key %r, was disabled or lost its admin scope: enabled "
-                                    "again as an admin key", row.name)
-                    row.key_hash, row.prefix, row.scope, row.enabled = (
-                        digest, key_id(digest), "admin", True)
-                    s.add(row)
-                s.commit()
-                return
-            if has_keys:
-                s.commit()
-                return
-            _, plaintext = create_key(s, "admin", "admin")
-            s.commit()
-        self.bootstrap_key = plaintext
-        key_file = Path(self.config.auth.key_file) if self.config.auth.key_file else (
-            state_directory(self.env) if not self.config.storage.path else self.db_path.parent
-        ) / "admin.key"
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(plaintext + "\n")
-        os.chmod(key_file, 0o600)
-        self.key_file = key_file
-        # The key goes to an interactive console only; under systemd stderr is the journal,
-        # and secrets are never logged, so there only the file's path is shown.
-        if getattr(self.console, "isatty", lambda: False)():
-            print(f"\npingr: created the first admin API key (shown once):\n\n    {plaintext}\n",
-                  file=self.console)
-        log.warning("created the first admin API key; it is in %s (readable only by this user)",
-                    key_file)
-
-    async def keys_admin(self, action: str, **kw: Any) -> Any:
-        """Key management on the writer thread; refreshes the in-memory key ring."""
-
-        def plain(row: ApiKeyRow) -> ApiKeyRow:
-            # A detached copy: the session's objects expire at commit.
-            return ApiKeyRow(**row.model_dump())
-
-        def work(s: Any) -> Any:
-            if action == "list":
-                return [plain(r) for r in s.exec(select(ApiKeyRow).order_by(ApiKeyRow.id))]
-            if action == "create":
-                row, plaintext = create_key(s, kw["name"], kw["scope"])
-                return plain(row), plaintext
-            row = s.get(ApiKeyRow, kw["key_id"])
-            if row is None:
-                return None
-            if (action in ("delete", "disable") and row.scope == "admin" and row.enabled
-                    and enabled_admins(s) <= 1):
-                raise AppError(409, LAST_ADMIN.format(action=action))
-            if action == "delete":
-                s.delete(row)
-                return plain(row)
-            row.enabled = action == "enable"
-            s.add(row)
-            s.flush()
-            return plain(row)
-
-        await self.store.commit()  # usage counts first, so the listing is current
-        out = await self.store.write(work)
-        if action != "list":
-            self.keys.reload()
-        return out
 
     # ------------------------------------------------------------------ health
 

@@ -14,7 +14,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pingr.configbase import FIELD_SPELLINGS, Strict, TargetBase, located
 from pingr.fleet.config import FleetConfig
 from pingr.mqtt.config import MqttConfig
-from pingr.outputs.config import OUTPUT_KINDS, HardwareConfig
+from pingr.outputs.config import HardwareConfig
+from pingr.outputs.kinds import OUTPUT_KINDS
 from pingr.probes.http import HttpTarget
 from pingr.probes.icmp import IcmpTarget
 from pingr.probes.registry import KINDS, TargetSpec

@@ -249,7 +249,7 @@ async def test_first_start_creates_admin_key_file(tmp_path):
 
     console = Tty()
     async with running_app(cfg, console=console) as run:
-        key_file = run.app.key_file
+        key_file = run.app.key_admin.key_file
         assert key_file == tmp_path / "admin.key"
         key = key_file.read_text().strip()
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -259,7 +259,7 @@ async def test_first_start_creates_admin_key_file(tmp_path):
     # Second start: keys exist, nothing new is created or printed.
     console2 = Tty()
     async with running_app(cfg, console=console2) as run:
-        assert run.app.key_file is None and console2.text == ""
+        assert run.app.key_admin.key_file is None and console2.text == ""
 
 
 def test_no_key_on_a_non_interactive_console(tmp_path):

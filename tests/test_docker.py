@@ -96,7 +96,7 @@ async def test_actions_events_and_grace(tmp_path, docker_env: Engine):
             c = r.client
             await r.wait_for(lambda: r.app.monitor.snapshot().statuses.get("container:app") == "up")
             # Only admin keys may act on containers.
-            _, ro_key = await r.app.keys_admin("create", name="ro", scope="read")
+            _, ro_key = await r.app.key_admin.manage("create", name="ro", scope="read")
             denied = await c.post("/api/v1/containers/app/stop", headers={"x-api-key": ro_key})
             assert denied.status_code == 403
             assert (await c.post("/api/v1/containers/app/explode")).status_code in (400, 404)

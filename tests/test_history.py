@@ -155,7 +155,7 @@ async def test_system_history_api_samples_this_machine(tmp_path):
                           ("metric=disk&mount=/nowhere", "no disk history for mount")):
             resp = await c.get(f"/api/v1/system/history?{bad}")
             assert resp.status_code == 400 and says in resp.json()["detail"], resp.json()
-        _, ro = await r.app.keys_admin("create", name="ro", scope="read")
+        _, ro = await r.app.key_admin.manage("create", name="ro", scope="read")
         assert (await c.get("/api/v1/system/history", headers={"x-api-key": ro})
                 ).status_code == 200
         assert (await c.get("/api/v1/resources/top")).status_code == 503  # no Docker here

@@ -57,7 +57,7 @@ async def test_outputs_listing_and_lamp_test_endpoint(tmp_path, target_server):
         assert r.json()["detail"] == "duration must be between 50ms and 60s" == r.json()["error"]
         r = await run.client.post("/api/v1/outputs/heartbeat/test")
         assert r.status_code == 409 and "watchdog" in r.json()["detail"]
-        _, read_key = await run.app.keys_admin("create", name="viewer", scope="read")
+        _, read_key = await run.app.key_admin.manage("create", name="viewer", scope="read")
         r = await run.client.post("/api/v1/outputs/tower/test", headers={"x-api-key": read_key})
         assert r.status_code == 403
 

@@ -12,13 +12,8 @@ import pytest
 from pingr.config import ConfigError, parse_config
 from pingr.outputs.backend import PinsUnavailable, open_backend
 from pingr.outputs.boards import board_names, load_board
-from pingr.outputs.config import (
-    HardwareConfig,
-    PatternConfig,
-    factory_names,
-    in_quiet_hours,
-    parse_quiet_hours,
-)
+from pingr.outputs.config import HardwareConfig, factory_names
+from pingr.outputs.kinds import PatternConfig, in_quiet_hours, parse_quiet_hours
 from pingr.outputs.patterns import Player, steps
 
 

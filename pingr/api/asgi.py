@@ -41,7 +41,8 @@ from pingr.api import (
 from pingr.api.deps import error_response
 from pingr.api.front import PREFIX, SERVER_ERROR, AlertStatusFastPath
 from pingr.api.guard import Guard
-from pingr.app import App, AppError
+from pingr.app import App
+from pingr.errors import AppError
 from pingr.probes.registry import KINDS
 from pingr.validation import describe
 from pingr.web import pages, status

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field, ValidationError
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, errors, get_app, parse_limit, parse_time_param
 from pingr.api.schemas import ResultItem, UtcTime, ts
-from pingr.app import AppError
 from pingr.config import CheckSpec
+from pingr.errors import AppError
 from pingr.models import Target
 from pingr.timeutil import format_duration, now_ms
 from pingr.validation import describe
@@ -114,12 +114,12 @@ async def create_check(body: Annotated[dict[str, Any], Body(examples=[
         spec = CheckSpec.model_validate(body)
     except ValidationError as exc:
         raise AppError(400, "; ".join(describe(exc, body))) from None
-    return _out(app, await app.create_target(spec))
+    return _out(app, await app.target_admin.create(spec))
 
 
 @router.delete("/checks/{name}", status_code=204, response_class=Response,
                dependencies=[require("admin")], responses=errors(404, 409, *AUTH_ERRORS))
 async def delete_check(name: str, app=Depends(get_app)) -> Response:
     """Remove a check (and its history)."""
-    await app.delete_target(_find(app, name))
+    await app.target_admin.delete(_find(app, name))
     return Response(status_code=204)

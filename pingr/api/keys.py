@@ -22,7 +22,7 @@ def _out(row: ApiKeyRow, cls=KeyOut, **extra) -> KeyOut:
 
 @router.get("/keys", response_model=list[KeyOut], responses=errors(*AUTH_ERRORS))
 async def list_keys(app=Depends(get_app)) -> list[KeyOut]:
-    return [_out(r) for r in await app.keys_admin("list")]
+    return [_out(r) for r in await app.key_admin.manage("list")]
 
 
 @router.post("/keys", response_model=KeyCreated, status_code=201,
@@ -30,14 +30,14 @@ async def list_keys(app=Depends(get_app)) -> list[KeyOut]:
 async def create_key(body: KeyIn, app=Depends(get_app)) -> KeyCreated:
     """Create a key. The response is the only time the key itself is shown."""
     try:
-        row, plaintext = await app.keys_admin("create", name=body.name, scope=body.scope)
+        row, plaintext = await app.key_admin.manage("create", name=body.name, scope=body.scope)
     except FileExistsError as exc:
         raise HTTPException(409, str(exc)) from None
     return _out(row, KeyCreated, key=plaintext)
 
 
 async def _set(app, key_id: int, action: str):
-    row = await app.keys_admin(action, key_id=key_id)
+    row = await app.key_admin.manage(action, key_id=key_id)
     if row is None:
         raise HTTPException(404, f"no API key with id {key_id}")
     return row

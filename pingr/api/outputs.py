@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from pingr.api.auth import require
 from pingr.api.deps import AUTH_ERRORS, bad_request, errors, get_app
 from pingr.api.schemas import UtcTime, ts
-from pingr.outputs.config import SelectorConfig
+from pingr.outputs.kinds import SelectorConfig
 from pingr.outputs.manager import OutputState
 from pingr.timeutil import parse_duration
 

@@ -49,7 +49,7 @@ async def get_target(target_id: str, app=Depends(get_app)) -> TargetOut:
              dependencies=[require("admin")], responses=errors(400, 409, *AUTH_ERRORS))
 async def create_target(spec: Annotated[TargetSpec, Body()], app=Depends(get_app)) -> TargetOut:
     """Add a target; it is probed at once, no restart needed."""
-    return _out(app, await app.create_target(spec))
+    return _out(app, await app.target_admin.create(spec))
 
 
 @router.put("/targets/{target_id}", response_model=TargetOut, dependencies=[require("admin")],
@@ -59,23 +59,23 @@ async def update_target(target_id: str, changes: dict[str, Any] = Body(...),
     """Change a target. Fields not given keep their values; the result is validated whole.
     Durations are accepted as on creation (`interval: "5s"`, `timeout: "1s"`)."""
     target = _find(app, target_id)
-    return _out(app, await app.update_target(target, changes))
+    return _out(app, await app.target_admin.update(target, changes))
 
 
 @router.delete("/targets/{target_id}", status_code=204, response_class=Response,
                dependencies=[require("admin")], responses=errors(404, *AUTH_ERRORS))
 async def delete_target(target_id: str, app=Depends(get_app)) -> Response:
-    await app.delete_target(_find(app, target_id))
+    await app.target_admin.delete(_find(app, target_id))
     return Response(status_code=204)
 
 
 @router.post("/targets/{target_id}/pause", response_model=TargetOut,
              dependencies=[require("admin")], responses=errors(404, *AUTH_ERRORS))
 async def pause_target(target_id: str, app=Depends(get_app)) -> TargetOut:
-    return _out(app, await app.update_target(_find(app, target_id), {"enabled": False}))
+    return _out(app, await app.target_admin.update(_find(app, target_id), {"enabled": False}))
 
 
 @router.post("/targets/{target_id}/resume", response_model=TargetOut,
              dependencies=[require("admin")], responses=errors(404, *AUTH_ERRORS))
 async def resume_target(target_id: str, app=Depends(get_app)) -> TargetOut:
-    return _out(app, await app.update_target(_find(app, target_id), {"enabled": True}))
+    return _out(app, await app.target_admin.update(_find(app, target_id), {"enabled": True}))

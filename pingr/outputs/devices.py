@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
-from pingr.outputs.config import (
+from pingr.outputs.kinds import (
     RGB_NAMES,
     TOWER_COLORS,
     BuzzerConfig,
@@ -268,7 +268,7 @@ class RgbOutput(Output):
         return [round(float(c), 3) for c in self.device.value]
 
 
-#: The output registry: config `type` -> class (the config models: pingr.outputs.config).
+#: The output registry: config `type` -> class (the config models: pingr.outputs.kinds).
 OUTPUTS: dict[str, type[Output]] = {
     "relay": RelayOutput, "led": LedOutput, "buzzer": BuzzerOutput,
     "rgb_led": RgbOutput, "tower": TowerOutput,

@@ -14,15 +14,15 @@ from pingr.fleet.config import FLEET_TAG
 from pingr.monitor import Snapshot
 from pingr.outputs.backend import Backend, PinsUnavailable, open_backend
 from pingr.outputs.buttons import ButtonInput
-from pingr.outputs.config import (
-    HardwareConfig,
+from pingr.outputs.config import HardwareConfig
+from pingr.outputs.devices import Output, build_outputs
+from pingr.outputs.kinds import (
     OutputBase,
     PatternConfig,
     SelectorConfig,
     in_quiet_hours,
     parse_quiet_hours,
 )
-from pingr.outputs.devices import Output, build_outputs
 
 log = logging.getLogger(__name__)
 

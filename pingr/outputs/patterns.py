@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 
-from pingr.outputs.config import PatternConfig
+from pingr.outputs.kinds import PatternConfig
 
 log = logging.getLogger(__name__)
 

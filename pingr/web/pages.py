@@ -1,5 +1,5 @@
-"""The dashboard: sign-in, overview, target pages, and the actions (through the App's methods,
-the same as the API's). Pages work with JavaScript off; the script only makes them live."""
+"""The dashboard: sign-in, overview, target pages, and the actions (through the same calls
+as the API's). Pages work with JavaScript off; the script only makes them live."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from pingr.app import AppError
+from pingr.errors import AppError
 from pingr.probes.registry import parse_spec
 from pingr.timeutil import parse_duration
 from pingr.web import views
@@ -199,7 +199,7 @@ async def edit(target_id: str, request: Request) -> Response:
         data.setdefault("type", target.spec.type)
         # The whole text is the target: a field left out goes back to its default.
         spec = parse_spec(data)
-        new = await site.app.update_target(target, spec.model_dump())
+        new = await site.app.target_admin.update(target, spec.model_dump())
     except yaml.YAMLError as exc:
         return _edit_form(request, site, session, target, text, f"Not valid YAML: {exc}", 400)
     except ValidationError as exc:
@@ -232,7 +232,7 @@ async def _set_enabled(target_id: str, request: Request, enabled: bool) -> Respo
     fields = await site.form(request, session)
     target = _target(site, target_id, session)
     try:
-        await site.app.update_target(target, {"enabled": enabled})
+        await site.app.target_admin.update(target, {"enabled": enabled})
     except AppError as exc:
         raise PageError(exc.status, exc.detail, session=session) from None
     return _done(request, fields, f"{target.name} {'resumed' if enabled else 'paused'}")

@@ -69,6 +69,9 @@ class TargetAdmin:
             if before is None or before.spec != target.spec:
                 self._set(target)
                 changed += 1
+        # HTTPS targets that came or went with the new file take their certificate checks
+        # with them now, not at the next start.
+        await self._sync_certificates()
         return changed
 
     def _check_graph(self, spec: TargetBase, replacing: str | None = None) -> None:

@@ -250,3 +250,26 @@ async def test_mqtt_carries_days_left_and_the_warning(tmp_path, servers):
     finally:
         recorder.close()
         broker.stop()
+
+
+async def test_a_config_reload_brings_and_takes_the_automatic_certificate_checks(tmp_path):
+    """An HTTPS target added by a reload gets its certificate check at once; one removed by a
+    reload takes its check with it (it used to run on, warning about a host no longer watched,
+    until the next start)."""
+    port = 8443  # nothing needs to answer: the check exists whether or not it succeeds
+    https = {"name": "shop", "type": "http",
+             "url": f"https://127.0.0.1:{port}/", "interval": "1m"}
+    async with running_app(make_config(tmp_path)) as run:
+        def automatic() -> list[str]:
+            return sorted(t.name for t in run.app.targets.values()
+                          if t.source == autocerts.AUTO and t.enabled)
+
+        assert automatic() == []
+        await run.app.reload(make_config(tmp_path, targets=[https]))
+        assert automatic() == [f"127.0.0.1:{port} certificate"]
+        assert f"127.0.0.1:{port} certificate" in {
+            t.name for t in run.app.targets.values() if t.id in run.app.scheduler.targets}
+        await run.app.reload(make_config(tmp_path, targets=[]))
+        assert automatic() == []
+        assert not [t for t in run.app.scheduler.targets.values()
+                    if t.source == autocerts.AUTO and t.enabled]

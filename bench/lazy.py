@@ -50,27 +50,10 @@ print(json.dumps({"before": before, "after": after, "already": already,
                   "modules": len(sys.modules) - n0}))
 """
 
-#: pingr.api modules whose routers only the optional parts mount (a running `pingr run` with
-#: the default config has imported and mounted all of them: checked 2026-11-29).
-OPTIONAL_ROUTERS = ["channels", "containers", "events", "metrics", "notifications", "outputs",
-                    "push", "silence", "system", "webhooks"]
-
-_ROUTER_SETUP = "from fastapi import FastAPI, APIRouter\napi = FastAPI()\n"
-
-
-def _mount(module: str) -> str:
-    return (f"import pingr.api.{module} as m\n"
-            "for r in [v for v in vars(m).values() if isinstance(v, APIRouter)]:\n"
-            "    api.include_router(r, prefix='/api/v1')\n"
-            "if hasattr(m, 'metrics_router'):\n"
-            "    api.include_router(m.metrics_router(False))\n")
-
-
 _ALL_ROUTERS = (
-    _ROUTER_SETUP
-    + "import pingr.api as core\n"
-    + "for r in core.ROUTERS:\n    api.include_router(r, prefix='/api/v1')\n"
-    + "".join(_mount(m) for m in OPTIONAL_ROUTERS)
+    "from fastapi import FastAPI\napi = FastAPI()\n"
+    "from pingr.api.asgi import ROUTERS\n"
+    "for r in ROUTERS:\n    api.include_router(r, prefix='/api/v1')\n"
 )
 
 #: label -> (setup, measured, module checked against the floor)
@@ -81,10 +64,8 @@ CANDIDATES: dict[str, tuple[str, str, str]] = {
         "schema = get_openapi(title='pingr', version='1', routes=api.routes)\n",
         "",
     ),
-    "all optional routers (import + mount)": (
-        _ROUTER_SETUP, "".join(_mount(m) for m in OPTIONAL_ROUTERS), "pingr.api.system"),
-    **{f"  router pingr.api.{m}": (_ROUTER_SETUP, _mount(m), f"pingr.api.{m}")
-       for m in OPTIONAL_ROUTERS},
+    "the whole API: pingr.api.asgi (FastAPI, every route and model)": (
+        "", "import pingr.api.asgi\n", "pingr.api.asgi"),
     "apprise (notify channels)": ("", "import apprise\n", "apprise"),
     "docker SDK": ("", "import docker\n", "docker"),
     "jinja2": ("", "import jinja2\n", "jinja2"),

@@ -315,3 +315,33 @@ async def test_stop_cancels_timers_and_waits_for_running_probes():
         assert len(sched.intervals()) == 2  # still known: liveness sees that probing stopped
     finally:
         del KINDS["hang"]
+
+
+async def test_probes_that_end_leave_no_hard_timeout_timer_behind():
+    """A hard-timeout timer left to fire for nothing was one more wake-up per probe."""
+    async def probe(target, ctx):
+        if target.id == "hangs":
+            await asyncio.sleep(3600)
+        return Result(target.id, 0, True, 1)
+
+    KINDS["hang"] = Kind(HangSpec, probe)
+    try:
+        loop = asyncio.get_running_loop()
+        sched = Scheduler(lambda r: None, ProbeContext(), stagger_seconds=0)
+        quick = [_hang_target(i, f"q{i}", interval_seconds=60) for i in range(20)]
+        start = time.monotonic()
+        results = await asyncio.gather(
+            *(sched.probe_once(t) for t in quick),
+            sched.probe_once(_hang_target(99, "hangs", interval_seconds=1, timeout_ms=200)))
+        # The quick probes shared slots with the hanging one: it was still cancelled in time.
+        assert time.monotonic() - start < 1.0
+        assert results[-1].error == "probe did not finish within 200 ms"
+        assert all(r.success for r in results[:-1])
+        for t in quick:
+            sched.set(t)
+        await asyncio.sleep(0.1)  # every target probed once, each now waits for its next tick
+        pending = [h for h in loop._scheduled if not h.cancelled()]  # asyncio's timer heap
+        assert len(pending) == len(quick), pending  # one timer per target, no timeout timers
+        await sched.stop()
+    finally:
+        del KINDS["hang"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import signal
@@ -120,6 +121,7 @@ class Server:
             await server_task
             stop_task.cancel()
         finally:
+            gc.unfreeze()  # what this run made may be collected again once it has stopped
             sock.close()
             await app.stop()
 
@@ -156,6 +158,11 @@ class Server:
         while not self.uvicorn.started:
             await asyncio.sleep(0.01)
         self.listening.set()
+        # What start-up made (config, targets, routes, modules: ~150,000 objects) lives as long
+        # as pingr does; frozen, a full collection no longer visits it. Measured with 1,000
+        # targets: a full collection paused the event loop 200-250 ms about once a minute (every
+        # probe due then waited), and visited ~12,000 objects in at most 13 ms once frozen.
+        gc.freeze()
         app = self.app
         app.sd.send(f"READY=1\nSTATUS=monitoring {sum(t.enabled for t in app.targets.values())}"
                     f" targets; API on port {app.port}")

@@ -6,6 +6,8 @@ import asyncio
 import time
 from typing import Literal
 
+import pytest
+
 from pingr.configbase import TargetBase
 from pingr.models import Result, Target
 from pingr.probes.context import ProbeContext
@@ -125,3 +127,221 @@ async def test_set_and_remove_take_effect_at_once(target_server):
     assert seen == ["a"]
     await sched.stop()
     await sched.ctx.aclose()
+
+
+def _hang_target(pk: int, name: str, **spec: object) -> Target:
+    return Target(pk, name, HangSpec(type="hang", name=name, **spec))
+
+
+async def test_idle_targets_hold_timers_not_tasks():
+    async def quick(target, ctx):
+        return Result(target.id, 0, True, 1)
+
+    KINDS["hang"] = Kind(HangSpec, quick)
+    try:
+        seen: list[str] = []
+        sched = Scheduler(lambda r: seen.append(r.target_id), ProbeContext(), stagger_seconds=0)
+        before = len(asyncio.all_tasks())
+        for i in range(50):
+            sched.set(_hang_target(i, f"t{i}", interval_seconds=3600))
+        await asyncio.sleep(0.2)  # every target probed once, now waiting an hour
+        assert sorted(seen) == sorted(f"t{i}" for i in range(50))
+        assert len(asyncio.all_tasks()) == before  # no task per waiting target
+        assert sched.dead_loops() == 0
+        assert len(sched.intervals()) == 50
+        await sched.stop()
+    finally:
+        del KINDS["hang"]
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["cancellable", "swallows-cancel"])
+async def test_set_during_a_probe_cancels_it_and_drops_its_result(swallow):
+    cancelled: list[int] = []
+
+    async def slow(target, ctx):
+        try:
+            await asyncio.sleep(0.3)
+        except asyncio.CancelledError:
+            cancelled.append(target.spec.timeout_ms)
+            if not swallow:
+                raise
+        return Result(target.id, 0, True, latency_ms=target.spec.timeout_ms)
+
+    KINDS["hang"] = Kind(HangSpec, slow)
+    try:
+        results: list[Result] = []
+        sched = Scheduler(results.append, ProbeContext(), stagger_seconds=0)
+        sched.set(_hang_target(1, "a", interval_seconds=5, timeout_ms=900))
+        await asyncio.sleep(0.1)
+        assert sched.in_flight == 1
+        sched.set(_hang_target(1, "a", interval_seconds=5, timeout_ms=800))
+        await asyncio.sleep(0.5)
+        await sched.stop()
+    finally:
+        del KINDS["hang"]
+    assert cancelled == [900]
+    assert [r.latency_ms for r in results] == [800]  # the new spec's probe only
+
+
+async def test_remove_during_a_probe_cancels_it():
+    started: list[str] = []
+
+    async def slow(target, ctx):
+        started.append(target.id)
+        await asyncio.sleep(0.3)
+        return Result(target.id, 0, True, 1)
+
+    KINDS["hang"] = Kind(HangSpec, slow)
+    try:
+        results: list[Result] = []
+        sched = Scheduler(results.append, ProbeContext(), stagger_seconds=0)
+        sched.set(_hang_target(1, "a", interval_seconds=1))
+        await asyncio.sleep(0.1)
+        sched.remove("a")
+        await asyncio.sleep(1.3)
+    finally:
+        del KINDS["hang"]
+    assert started == ["a"] and results == []
+    assert sched.in_flight == 0 and sched.dead_loops() == 0 and sched.intervals() == []
+
+
+async def test_a_failing_sink_is_logged_and_the_schedule_goes_on(caplog):
+    async def quick(target, ctx):
+        return Result(target.id, 0, True, 1)
+
+    calls = 0
+
+    def sink(result: Result) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("bug after the probe")
+
+    KINDS["hang"] = Kind(HangSpec, quick)
+    try:
+        sched = Scheduler(sink, ProbeContext(), stagger_seconds=0)
+        sched.set(_hang_target(1, "a", interval_seconds=1))
+        await asyncio.sleep(1.3)
+        assert sched.dead_loops() == 0
+        await sched.stop()
+    finally:
+        del KINDS["hang"]
+    assert calls == 2
+    assert "handling the result of a failed" in caplog.text
+    assert "bug after the probe" in caplog.text
+
+
+async def test_a_broken_chain_is_reported_until_the_target_is_set_again():
+    async def quick(target, ctx):
+        return Result(target.id, 0, True, 1)
+
+    gone = asyncio.get_running_loop().create_future()
+    gone.cancel()
+
+    def sink(result: Result) -> None:
+        if result.target_id == "broken":
+            gone.result()  # raises CancelledError: not an Exception, so the chain breaks
+
+    KINDS["hang"] = Kind(HangSpec, quick)
+    try:
+        sched = Scheduler(sink, ProbeContext(), stagger_seconds=0)
+        sched.set(_hang_target(1, "broken", interval_seconds=1))
+        sched.set(_hang_target(2, "fine", interval_seconds=1))
+        await asyncio.sleep(0.2)
+        assert sched.dead_loops() == 1  # what liveness and the watchdog read
+        assert sched.probes_run == 2
+        sched.set(_hang_target(2, "fine", interval_seconds=2))
+        assert sched.dead_loops() == 1
+        sched.remove("broken")
+        assert sched.dead_loops() == 0
+        await sched.stop()
+    finally:
+        del KINDS["hang"]
+
+
+async def test_falling_behind_skips_missed_ticks_and_keeps_the_phase():
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+
+    async def quick(target, ctx):
+        starts.append(loop.time())
+        return Result(target.id, 0, True, 1)
+
+    def sink(result: Result) -> None:
+        if len(starts) == 1:
+            time.sleep(1.5)  # the whole loop stalls (an overloaded Pi) past the next tick
+
+    KINDS["hang"] = Kind(HangSpec, quick)
+    try:
+        sched = Scheduler(sink, ProbeContext(), stagger_seconds=0)
+        sched.set(_hang_target(1, "a", interval_seconds=1))
+        await asyncio.sleep(3.3)
+        await sched.stop()
+    finally:
+        del KINDS["hang"]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    # The tick at +1 s was missed and is skipped (no burst); +2 s and +3 s keep the grid.
+    assert len(gaps) == 2, gaps
+    assert 1.95 < gaps[0] < 2.1 and 0.95 < gaps[1] < 1.1, gaps
+
+
+async def test_stop_cancels_timers_and_waits_for_running_probes():
+    started: list[str] = []
+    cleaned: list[str] = []
+
+    async def probe(target, ctx):
+        started.append(target.id)
+        if target.id == "busy":
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.1)  # a cleanup that takes a while
+                cleaned.append(target.id)
+                raise
+        return Result(target.id, 0, True, 1)
+
+    KINDS["hang"] = Kind(HangSpec, probe)
+    try:
+        sched = Scheduler(lambda r: None, ProbeContext(), stagger_seconds=0)
+        sched.set(_hang_target(1, "busy", interval_seconds=1))
+        sched.set(_hang_target(2, "quick", interval_seconds=1))
+        await asyncio.sleep(0.05)  # busy probing, quick done and waiting for its next tick
+        assert sched.in_flight == 1
+        await sched.stop()
+        assert cleaned == ["busy"]  # stop returned after the probe had ended
+        assert sched.in_flight == 0 and sched.dead_loops() == 0
+        await asyncio.sleep(1.2)
+        assert sorted(started) == ["busy", "quick"]  # no tick after the stop
+        assert len(sched.intervals()) == 2  # still known: liveness sees that probing stopped
+    finally:
+        del KINDS["hang"]
+
+
+async def test_probes_that_end_leave_no_hard_timeout_timer_behind():
+    """A hard-timeout timer left to fire for nothing was one more wake-up per probe."""
+    async def probe(target, ctx):
+        if target.id == "hangs":
+            await asyncio.sleep(3600)
+        return Result(target.id, 0, True, 1)
+
+    KINDS["hang"] = Kind(HangSpec, probe)
+    try:
+        loop = asyncio.get_running_loop()
+        sched = Scheduler(lambda r: None, ProbeContext(), stagger_seconds=0)
+        quick = [_hang_target(i, f"q{i}", interval_seconds=60) for i in range(20)]
+        start = time.monotonic()
+        results = await asyncio.gather(
+            *(sched.probe_once(t) for t in quick),
+            sched.probe_once(_hang_target(99, "hangs", interval_seconds=1, timeout_ms=200)))
+        # The quick probes shared slots with the hanging one: it was still cancelled in time.
+        assert time.monotonic() - start < 1.0
+        assert results[-1].error == "probe did not finish within 200 ms"
+        assert all(r.success for r in results[:-1])
+        for t in quick:
+            sched.set(t)
+        await asyncio.sleep(0.1)  # every target probed once, each now waits for its next tick
+        pending = [h for h in loop._scheduled if not h.cancelled()]  # asyncio's timer heap
+        assert len(pending) == len(quick), pending  # one timer per target, no timeout timers
+        await sched.stop()
+    finally:
+        del KINDS["hang"]

@@ -4,6 +4,7 @@ its first use, once, and answering as before."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -94,6 +95,10 @@ async def test_concurrent_first_requests_build_the_api_once(tmp_path, caplog):
         assert [a.status_code for a in answers] == [200] * 9
         builds = [r for r in caplog.records if "built on its first use" in r.getMessage()]
         assert len(builds) == 1, [r.getMessage() for r in builds]
+        # The API's routes and models, built after start-up, are frozen as start-up's are.
+        front: Front = run.server.uvicorn.config.app
+        assert gc.is_tracked(front.api)
+        assert not any(o is front.api for o in gc.get_objects())  # frozen ones are not listed
         # A request with a body goes to the whole API (its Guard), never the front's shortcut.
         r = await run.client.post("/api/v1/alerts/ack", content=b"x" * 100,
                                   headers={"x-api-key": "wrong"})

@@ -15,6 +15,7 @@ startup memory`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -184,7 +185,12 @@ class Front:
         building = self._building
         if building is None or (building.done() and building.exception() is not None):
             building = self._building = asyncio.ensure_future(asyncio.to_thread(self._timed))
-        self.api = await asyncio.shield(building)
+        api = await asyncio.shield(building)
+        if self.api is None:
+            self.api = api
+            # Its routes and models live as long as pingr, like what start-up made (frozen
+            # by the server once it listened): out of the full collections' sight too.
+            gc.freeze()
         return self.api
 
     def _timed(self) -> Any:

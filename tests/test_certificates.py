@@ -170,6 +170,9 @@ async def test_expiring_certificate_warns_without_an_alarm(tmp_path, servers):
                 "verify": False, "warn_days": 30})
             assert mine.status_code == 201
             assert soon_id not in r.app.targets
+            # Told about the user's check before it goes: the policy is level-driven, and a
+            # target deleted before its warning was evaluated is nobody's news (CI met that).
+            await r.wait_for(lambda: len(sink.json("/n")) == 2, timeout=15)
             assert (await c.delete(f"/api/v1/targets/{mine.json()['id']}")).status_code == 204
             back = [t for t in r.app.targets.values() if t.name == soon_name]
             assert len(back) == 1 and back[0].source == "auto"

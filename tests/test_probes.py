@@ -281,6 +281,27 @@ async def test_icmp_send_that_stalled_is_timed_again():
         d.close()
 
 
+@needs_icmp
+async def test_icmp_a_burst_of_replies_is_read_whole():
+    """The reader stops early once no reply of ours is due; replies that queue up together
+    (200 probes sent at once) are all read, one read each (a stalled send's stale reply too)."""
+    import asyncio
+
+    from pingr.probes import icmp
+
+    d = icmp.Dispatcher(detect_mode())
+    try:
+        hosts = [f"127.0.{i // 250}.{1 + i % 250}" for i in range(200)]
+        rtts = await asyncio.gather(*(d.ping(host, 2.0) for host in hosts))
+        assert all(0 <= rtt < 1_000_000_000 for rtt in rtts)
+        assert d.waiting == {}
+        assert d.reads == len(hosts) + d.resent
+        rtt = await d.ping("127.0.0.1", 2.0)  # and a lone probe after the burst
+        assert 0 <= rtt < 100_000_000
+    finally:
+        d.close()
+
+
 #: A foreign pinger in its own process: raw echo requests to loopback under the identifier it is
 #: given, reading its own replies so that the test knows they were delivered. With "rr" the
 #: requests carry an IP option (record route), which the reply echoes: a 36-byte IP header.

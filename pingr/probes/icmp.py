@@ -325,6 +325,11 @@ class Dispatcher:
             entry = waiting.pop(seq, None)
             if entry is not None and not entry[0].done():
                 entry[0].set_result(max(0, arrived - entry[1]))
+            if not waiting:
+                # No reply of ours is due: skip the recv that would only fail (EAGAIN), one
+                # syscall and one exception per probe. Anything else queued makes the socket
+                # readable again, and the loop calls back (level-triggered).
+                return
 
 
 _DISPATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (

@@ -25,6 +25,25 @@ def open_store(tmp_path, **kw) -> Store:
     return store
 
 
+def test_reconciled_config_targets_share_the_config_s_spec(tmp_path):
+    """A config target's spec is held once: the stored row's JSON is the config spec's, so the
+    target takes that very object; a row that differs (removed: disabled) is read back."""
+    store = open_store(tmp_path)
+    a = IcmpTarget(type="icmp", name="a", host="127.0.0.1")
+    b = IcmpTarget(type="icmp", name="b", host="127.0.0.2")
+    first = {t.name: t for t in store.reconcile([a, b])}
+    assert first["a"].spec is a and first["b"].spec is b
+    a2 = IcmpTarget(type="icmp", name="a", host="127.0.0.3")
+    second = {t.name: t for t in store.reconcile([a2])}
+    assert second["a"].spec is a2 and second["a"].id == first["a"].id
+    assert second["b"].spec is not b and second["b"].spec.enabled is False
+    assert second["b"].spec.host == "127.0.0.2"
+    # A fresh read parses every row again, equal to what the config said.
+    again = {t.name: t for t in store.load_targets()}
+    assert again["a"].spec == a2 and again["a"].spec is not a2
+    store.close()
+
+
 def test_pragmas_and_batched_flush(tmp_path):
     store = open_store(tmp_path)
     [t] = store.reconcile([IcmpTarget(type="icmp", name="lo", host="127.0.0.1")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from sqlalchemy import text
 from sqlmodel import Session, delete, select
@@ -26,11 +26,15 @@ class TargetRows(Schema):
 
     # ------------------------------------------------------------------ targets
 
-    def load_targets(self) -> list[Target]:
+    def load_targets(self, known: Mapping[str, tuple[str, TargetBase]] | None = None,
+                     ) -> list[Target]:
+        """Every stored target. `known`: name -> (spec JSON, spec) of specs already parsed (the
+        config's); a row whose stored JSON is that spec's takes the same object, so a config
+        target's spec is held once, not once for the config and once for the App."""
         assert self.engine is not None
         with Session(self.engine) as s:
             rows = s.exec(select(TargetRow).order_by(TargetRow.pk)).all()
-        return [_to_target(r) for r in rows]
+        return [_to_target(r, known) for r in rows]
 
     def reconcile(self, specs: Iterable[TargetBase], clock_ms: int | None = None) -> list[Target]:
         """Make the config file's targets true in the database: add, update, disable removed.
@@ -40,10 +44,12 @@ class TargetRows(Schema):
         assert self.engine is not None
         ts = clock_ms or self.clock_ms()
         wanted = {s.name: s for s in specs}
+        known: dict[str, tuple[str, TargetBase]] = {}
         with Session(self.engine) as s:
             rows = {r.name: r for r in s.exec(select(TargetRow)).all()}
             for name, spec in wanted.items():
                 data = spec.model_dump_json()
+                known[name] = (data, spec)
                 row = rows.get(name)
                 if row is None:
                     s.add(_new_row(spec, "config", ts))
@@ -58,7 +64,7 @@ class TargetRows(Schema):
                     s.add(row)
                     log.info("target %r is no longer in the config file: disabled", name)
             s.commit()
-        return self.load_targets()
+        return self.load_targets(known)
 
     @staticmethod
     def insert_target(session: Session, spec: TargetBase, source: str, ts: int) -> Target:
@@ -101,12 +107,15 @@ def _new_row(spec: TargetBase, source: str, ts: int) -> TargetRow:
     )
 
 
-def _to_target(row: TargetRow) -> Target:
+def _to_target(row: TargetRow,
+               known: Mapping[str, tuple[str, TargetBase]] | None = None) -> Target:
     assert row.pk is not None
+    entry = known.get(row.name) if known else None
     return Target(
         pk=row.pk,
         id=row.id,
-        spec=parse_spec(json.loads(row.spec)),
+        spec=entry[1] if entry is not None and entry[0] == row.spec
+        else parse_spec(json.loads(row.spec)),
         source=row.source,
         created_at=row.created_at,
         updated_at=row.updated_at,

@@ -228,3 +228,25 @@ def test_spool_lives_in_the_runtime_directory_under_systemd(tmp_path):
     cfg = Config.model_validate({"storage": {"spool_dir": str(tmp_path / "s")}})
     assert spool_path(cfg, db, {"RUNTIME_DIRECTORY": "/run/pingr"}) == tmp_path / "s" / (
         "pingr.db-spool")
+
+
+def test_target_specs_are_frozen_values_sharing_their_given_fields():
+    """A thousand targets given alike hold one set of given field names (pydantic's per-spec
+    set was over half of an ICMP spec's memory); a spec cannot be changed in place, and a
+    copy with changes is validated like a new one."""
+    from pydantic import ValidationError
+
+    cfg = parse_config(
+        "targets:\n" + "".join(f"  - {{type: icmp, name: lo{i}, host: 127.0.0.{i + 1}, "
+                               "interval: 10s}\n" for i in range(3)))
+    a, b, c = cfg.targets
+    assert a.model_fields_set == {"type", "name", "host", "interval_seconds"}
+    assert a.model_fields_set is b.model_fields_set is c.model_fields_set
+    assert a.timeout_ms == 2000  # the default that follows the interval
+    with pytest.raises(ValidationError, match="frozen"):
+        a.host = "127.0.0.9"
+    assert a.host == "127.0.0.1"
+    moved = a.model_copy(update={"host": "127.0.0.9"})
+    assert moved.host == "127.0.0.9" and a.host == "127.0.0.1" and moved.name == "lo0"
+    with pytest.raises(ValidationError, match="timeout"):
+        a.model_copy(update={"timeout_ms": 60_000})  # longer than the 10 s interval

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 
@@ -116,7 +117,7 @@ def _to_target(row: TargetRow,
         id=row.id,
         spec=entry[1] if entry is not None and entry[0] == row.spec
         else parse_spec(json.loads(row.spec)),
-        source=row.source,
+        source=sys.intern(row.source),  # "config" or "api": one string, not one per target
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

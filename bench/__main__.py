@@ -12,6 +12,7 @@ from bench import (
     anchor,
     card,
     fleet,
+    httpcost,
     idle,
     lazy,
     memory,
@@ -24,7 +25,7 @@ from bench import (
 )
 
 ALL = ("icmp", "http", "alert-status", "storage", "card", "memory", "idle", "foreign", "startup",
-       "lazy", "simplemonitor", "mixed", "fleet", "web")
+       "lazy", "simplemonitor", "mixed", "http-cost", "fleet", "web")
 #: Run only when named: ten minutes of abuse.
 EXTRA = ("soak",)
 
@@ -78,6 +79,8 @@ def main() -> None:
         anchor.main(rounds=1 if args.quick else 3)
     if "mixed" in names:
         mixed.main(seconds=60 if args.quick else 120)
+    if "http-cost" in names:
+        httpcost.main(n=1000 if args.quick else 2000, rounds=3)
     if "fleet" in names:
         if args.quick:
             fleet.main(sizes=(50, 200), seconds=20, probes=5, mesh=(200,))

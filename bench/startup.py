@@ -6,9 +6,11 @@ polled the same way, alternated (`bench.service.BARE_APP`): a plain ASGI functio
 uvicorn (the issue's "bare uvicorn app") and a trivial FastAPI app. The clock starts just
 before `Popen` and stops when an answer with status 200 arrives (polled every 2 ms).
 For the breakdown, the same run also times an interpreter that starts and exits
-(`python -c pass`) and one that only imports what `pingr run` imports (`bench.memory.FLOOR`'s
-imports) and exits, and prints where that import time goes (`python -X importtime`, self
-time summed per top-level package, one run).
+(`python -c pass`), one that imports only the chosen stack (`STACK_IMPORTS`: uvicorn,
+SQLModel with SQLAlchemy, pydantic, httpx, PyYAML) and exits — the floor under any start-up
+of pingr on this machine — and one that only imports what `pingr run` imports
+(`bench.memory.FLOOR`'s imports) and exits, and prints where that import time goes
+(`python -X importtime`, self time summed per top-level package, one run).
 
 pingr's own modules are compiled to bytecode first (`compileall`), as `pip install` does for an
 installed pingr (pi-setup.sh, the image): in a checkout installed in editable mode under
@@ -38,6 +40,11 @@ def targets_100(http_port: int, interval: str = "10s") -> list[dict]:
     out += [{"type": "http", "name": f"web{i}", "url": f"http://127.0.0.1:{http_port}/{i}",
              "interval": interval} for i in range(50)]
     return out
+
+
+#: The chosen stack alone, as `pingr run` loads it (the whole API, FastAPI, waits for its first
+#: request): the floor of any start-up on this machine before pingr's own code runs.
+STACK_IMPORTS = "import asyncio, sqlite3, uvicorn, sqlmodel, pydantic, httpx, yaml"
 
 
 def _time_exit(code: str) -> float:
@@ -85,9 +92,10 @@ def main(runs: int = 5) -> dict:
             wait_healthy(port, first)
             time.sleep(3)
         bare_port = free_port()
-        ours, asgi, fast, bare_py, imports = [], [], [], [], []
+        ours, asgi, fast, bare_py, imports, stack = [], [], [], [], [], []
         for _ in range(runs):
             bare_py.append(_time_exit("pass"))
+            stack.append(_time_exit(STACK_IMPORTS))
             imports.append(_time_exit(_FLOOR_IMPORTS))
             asgi.append(_time_healthy(lambda: start_bare(bare_port, "asgi"), bare_port))
             fast.append(_time_healthy(lambda: start_bare(bare_port), bare_port))
@@ -96,6 +104,8 @@ def main(runs: int = 5) -> dict:
     total, top = import_breakdown()
     p, a, f = median(ours), median(asgi), median(fast)
     row("python -c pass (interpreter start and exit)", f"{median(bare_py) * 1000:.0f} ms")
+    row("python importing the stack alone, exit", f"{median(stack) * 1000:.0f} ms  ("
+        + STACK_IMPORTS.removeprefix("import ") + ")")
     row("python importing what pingr run imports, exit", f"{median(imports) * 1000:.0f} ms")
     row("  import self time by package (one -X importtime)",
         f"{total * 1000:.0f} ms: " + ", ".join(f"{n} {t * 1000:.0f}" for n, t in top))
@@ -106,7 +116,7 @@ def main(runs: int = 5) -> dict:
     row("ratio pingr / bare uvicorn app; / FastAPI app", f"{p / a:.1f}x; {p / f:.1f}x")
     row("per run, pingr ms", ", ".join(f"{x * 1000:.0f}" for x in ours))
     return {"pingr": ours, "asgi": asgi, "fastapi": fast, "python": bare_py,
-            "imports": imports, "import_top": top}
+            "imports": imports, "stack": stack, "import_top": top}
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def main() -> None:
         "--quick",
         action="store_true",
         help="shorter runs (memory 30 s, write budget 1 simulated hour, 7 days, card 5 min, "
-        "idle 1 window of 60 s, foreign 1 pair of 20 s, startup 3 runs, simplemonitor 1 round, "
+        "idle 1 window of 60 s, foreign 1 pair of 60 s, startup 3 runs, simplemonitor 1 round, "
         "mixed 60 s, fleet 50 and 200 nodes, 20 s windows, web 20 rounds and 70 s of memory)",
     )
     args = parser.parse_args()
@@ -70,7 +70,7 @@ def main() -> None:
     if "idle" in names:
         idle.main(windows=1 if args.quick else 3)
     if "foreign" in names:
-        idle.foreign(seconds=20 if args.quick else 30, pairs=1 if args.quick else 3)
+        idle.foreign(seconds=60, pairs=1 if args.quick else 3)
     if "startup" in names:
         startup.main(runs=3 if args.quick else 5)
     if "lazy" in names:

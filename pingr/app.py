@@ -556,10 +556,6 @@ class App:
         """The stored targets by id (pingr.targetadmin keeps them)."""
         return self.target_admin.targets
 
-    def target_ids_by_pk(self) -> dict[int, str]:
-        """Stored targets by their row number (raw results carry only that)."""
-        return {t.pk: t.id for t in self.targets.values()}
-
     # ------------------------------------------------------------------ health
 
     def problems(self) -> tuple[str, ...]:

@@ -159,7 +159,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from sqlmodel import select
 
-    from pingr.keys import LAST_ADMIN, create_key, enabled_admins
+    from pingr.keys import create_key, refusal
     from pingr.storage.tables import ApiKeyRow
     from pingr.store import Store
     from pingr.timeutil import from_ms, rfc3339
@@ -192,9 +192,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if row is None:
                 print(f"pingr: no API key named {args.name!r}", file=sys.stderr)
                 return 1
-            if (args.action in ("delete", "disable") and row.scope == "admin" and row.enabled
-                    and enabled_admins(s) <= 1):
-                print(f"pingr: {LAST_ADMIN.format(action=args.action)}", file=sys.stderr)
+            refused = refusal(s, row, args.action)
+            if refused:
+                print(f"pingr: {refused}", file=sys.stderr)
                 return 1
             if args.action == "delete":
                 s.delete(row)

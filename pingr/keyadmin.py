@@ -10,7 +10,7 @@ from typing import Any
 from sqlmodel import select
 
 from pingr.errors import AppError
-from pingr.keys import LAST_ADMIN, KeyRing, create_key, enabled_admins, hash_key, key_id
+from pingr.keys import KeyRing, create_key, hash_key, key_id, refusal
 from pingr.settings import AuthConfig
 from pingr.storage.tables import ApiKeyRow
 from pingr.store import Store
@@ -102,9 +102,9 @@ class KeyAdmin:
             row = s.get(ApiKeyRow, kw["key_id"])
             if row is None:
                 return None
-            if (action in ("delete", "disable") and row.scope == "admin" and row.enabled
-                    and enabled_admins(s) <= 1):
-                raise AppError(409, LAST_ADMIN.format(action=action))
+            refused = refusal(s, row, action)
+            if refused:
+                raise AppError(409, refused)
             if action == "delete":
                 s.delete(row)
                 return plain(row)

@@ -122,6 +122,15 @@ def enabled_admins(session: Session) -> int:
         ApiKeyRow.scope == "admin", ApiKeyRow.enabled == True)).all())  # noqa: E712
 
 
+def refusal(session: Session, row: ApiKeyRow, action: str) -> str | None:
+    """Why `action` must not be done to the key `row`, or None: the one rule the API and the
+    CLI share (the last enabled admin key is neither deleted nor disabled)."""
+    if (action in ("delete", "disable") and row.scope == "admin" and row.enabled
+            and enabled_admins(session) <= 1):
+        return LAST_ADMIN.format(action=action)
+    return None
+
+
 def create_key(session: Session, name: str, scope: str,
                key: str | None = None) -> tuple[ApiKeyRow, str]:
     """Insert a key and return (row, plaintext). The plaintext is never stored."""

@@ -50,7 +50,12 @@ class TargetAdmin:
         todo = autocerts.plan(targets)
         if todo:  # HTTPS targets came or went while we were stopped
             await self.store.write(lambda s: autocerts.apply(self.store, s, todo, self.clock_ms()))
+            specs_before = {t.id: t.spec for t in targets}
             targets = self.store.load_targets()
+            for target in targets:  # keep holding each config spec once (see reconcile)
+                before = specs_before.get(target.id)
+                if before is not None and before == target.spec:
+                    target.spec = before
         self.targets = {t.id: t for t in targets}
         for name, kind in KINDS.items():
             wanted = [t for t in targets if t.enabled and t.spec.type == name]

@@ -134,6 +134,10 @@ async def test_expiring_certificate_warns_without_an_alarm(tmp_path, servers):
             # Two HTTPS targets on one host:port share one check.
             assert sorted(auto) == sorted([soon_name, f"127.0.0.1:{valid.port} certificate"])
             assert auto[soon_name]["type"] == "tls"
+            # The checks were added at this first start, and the targets read back: each config
+            # target still holds the config's spec, not a second copy.
+            by_name = {t.name: t for t in r.app.targets.values()}
+            assert all(by_name[spec.name].spec is spec for spec in r.app.config.targets)
             await r.wait_for(lambda: r.app.monitor.snapshot().warnings == (soon_name,))
             event = tap.first("certificate.alert", name=soon_name)
             assert event["data"]["message"].startswith("certificate expires in 2.9") or \
